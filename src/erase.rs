@@ -1,0 +1,380 @@
+//! The only writer of log rows. Erases one chunk of visits in ONE transaction: every log table,
+//! the invalidation rows of the chunk and the journal row commit together or not at all.
+//!
+//! Inside a chunk: lock the chunk's `log_visit` rows (so the tracker cannot add to a visit being
+//! erased, and a visit that is already gone is skipped), compute its site-days, delete leaf
+//! plugin tables first, then tables with `idvisit`, then `log_link_visit_action`, `log_visit`
+//! last; queue the site-days; write the journal row; commit. Deletion is always by `idvisit`
+//! of visits that `select` found, never by `idvisitor` or `user_id`.
+
+use crate::connect::{self, Target};
+use crate::inspect::{LogTable, Matomo, Reach};
+use crate::invalidate::{self, SiteDay};
+use crate::journal::{self, Entry};
+use crate::select::VisitRow;
+use crate::sql::{ident, int_list, is_connection_lost, is_lock_conflict};
+use serde::Serialize;
+use sqlx::mysql::MySqlConnection;
+use sqlx::{Connection, Row};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// FROM clause and idvisit expression that reach a visit from a log table.
+pub fn reach_sql(matomo: &Matomo, t: &LogTable) -> (String, String) {
+    match &t.reach {
+        Reach::Visit | Reach::Idvisit { .. } => {
+            (format!("{} t0", matomo.table(&t.name)), "t0.idvisit".into())
+        }
+        Reach::Through { path } => {
+            let mut from = format!("{} t0", matomo.table(&t.name));
+            for (i, hop) in path.iter().enumerate() {
+                from.push_str(&format!(
+                    " JOIN {} t{} ON t{}.{} = t{}.{}",
+                    matomo.table(&hop.parent),
+                    i + 1,
+                    i,
+                    ident(&hop.column),
+                    i + 1,
+                    ident(&hop.column)
+                ));
+            }
+            (from, format!("t{}.idvisit", path.len()))
+        }
+    }
+}
+
+fn delete_sql(matomo: &Matomo, t: &LogTable, ids: &str) -> String {
+    match &t.reach {
+        Reach::Visit | Reach::Idvisit { .. } => format!(
+            "DELETE FROM {} WHERE idvisit IN ({ids})",
+            matomo.table(&t.name)
+        ),
+        Reach::Through { .. } => {
+            let (from, expr) = reach_sql(matomo, t);
+            format!("DELETE t0 FROM {from} WHERE {expr} IN ({ids})")
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChunkResult {
+    pub chunk: u32,
+    pub visits: u64,
+    pub rows: BTreeMap<String, u64>,
+    pub site_days: BTreeSet<SiteDay>,
+    pub invalidations_inserted: u64,
+    pub retries: u32,
+    pub elapsed: Duration,
+}
+
+/// Session settings of the erasing connection.
+pub async fn prepare_session(
+    conn: &mut MySqlConnection,
+    lock_wait_timeout: u32,
+) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "SET SESSION innodb_lock_wait_timeout = {}",
+        lock_wait_timeout.max(1)
+    ))
+    .execute(&mut *conn)
+    .await?;
+    // READ COMMITTED takes no gap locks, so deleting the newest visits does not block the
+    // tracker's inserts above them. Statement-based binary logging forbids it for InnoDB
+    // writes; then the default REPEATABLE READ stays.
+    let binlog: Option<String> = sqlx::query_scalar("SELECT CAST(@@SESSION.binlog_format AS CHAR)")
+        .fetch_optional(&mut *conn)
+        .await
+        .ok()
+        .flatten();
+    if binlog.as_deref() != Some("STATEMENT") {
+        sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why a chunk did not commit.
+#[derive(Debug)]
+pub enum ChunkError {
+    /// Retries exhausted on deadlocks / lock waits / lost connections.
+    GaveUp(String),
+    Other(anyhow::Error),
+}
+
+/// Erases chunks; owns the writing connection and reconnects it when it is lost.
+pub struct Eraser<'m> {
+    pub matomo: &'m Matomo,
+    pub target: Target,
+    pub conn: MySqlConnection,
+    pub run_key: String,
+    pub next_chunk: u32,
+    pub max_retries: u32,
+    pub lock_wait_timeout: u32,
+    pub retries_total: u32,
+    pub reconnects: u32,
+}
+
+impl<'m> Eraser<'m> {
+    /// Erases one chunk, retrying the whole transaction on deadlock, lock wait timeout or a lost
+    /// connection. After a lost connection the journal tells whether the commit went through.
+    pub async fn erase_chunk(&mut self, idvisits: &[u64]) -> Result<ChunkResult, ChunkError> {
+        let chunk = self.next_chunk;
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let outcome = self.try_chunk(chunk, idvisits).await;
+            let err = match outcome {
+                Ok(mut r) => {
+                    r.retries = attempt;
+                    r.elapsed = started.elapsed();
+                    self.next_chunk += 1;
+                    return Ok(r);
+                }
+                Err(e) => e,
+            };
+            let sqlx_err = err.downcast_ref::<sqlx::Error>();
+            let lost = sqlx_err.is_some_and(is_connection_lost);
+            let conflict = sqlx_err.is_some_and(is_lock_conflict);
+            if !lost && !conflict {
+                return Err(ChunkError::Other(err));
+            }
+            attempt += 1;
+            self.retries_total += 1;
+            tracing::warn!(
+                chunk,
+                attempt,
+                "chunk rolled back ({}); retrying",
+                if lost {
+                    "connection lost".to_string()
+                } else {
+                    format!("{err}")
+                }
+            );
+            if attempt > self.max_retries {
+                return Err(ChunkError::GaveUp(format!(
+                    "chunk {chunk} failed {attempt} times (last: {err}); nothing of it was \
+                     committed"
+                )));
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            if lost {
+                match self.reconnect().await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!("reconnect failed: {e}");
+                        continue;
+                    }
+                }
+                match journal::committed(&mut self.conn, self.matomo, &self.run_key, chunk).await {
+                    Ok(true) => {
+                        // The commit reached the server before the connection broke.
+                        let e = journal::entry(&mut self.conn, self.matomo, &self.run_key, chunk)
+                            .await
+                            .map_err(ChunkError::Other)?;
+                        self.next_chunk += 1;
+                        return Ok(ChunkResult {
+                            chunk,
+                            visits: e.visits.into(),
+                            rows: e.rows,
+                            site_days: e.site_days.into_iter().collect(),
+                            invalidations_inserted: 0,
+                            retries: attempt,
+                            elapsed: started.elapsed(),
+                        });
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("cannot read the journal after reconnect: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Replaces a broken writing connection.
+    pub async fn reconnect_pub(&mut self) -> anyhow::Result<()> {
+        self.reconnect().await
+    }
+
+    async fn reconnect(&mut self) -> anyhow::Result<()> {
+        let mut conn = connect::open(&self.target).await?;
+        prepare_session(&mut conn, self.lock_wait_timeout).await?;
+        let old = std::mem::replace(&mut self.conn, conn);
+        drop(old);
+        self.reconnects += 1;
+        Ok(())
+    }
+
+    async fn try_chunk(&mut self, chunk: u32, idvisits: &[u64]) -> anyhow::Result<ChunkResult> {
+        let matomo = self.matomo;
+        let ids = int_list(idvisits);
+        let mut tx = self.conn.begin().await?;
+
+        let rows = sqlx::query(&format!(
+            "SELECT idvisit, idsite, visit_first_action_time, visit_last_action_time FROM {} \
+             WHERE idvisit IN ({ids}) ORDER BY idvisit FOR UPDATE",
+            matomo.table("log_visit")
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let visits: Vec<VisitRow> = rows
+            .iter()
+            .map(|r| {
+                Ok(VisitRow {
+                    idvisit: r.try_get(0)?,
+                    idsite: r.try_get(1)?,
+                    first_action: r.try_get(2)?,
+                    last_action: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        if visits.is_empty() {
+            tx.rollback().await?;
+            return Ok(ChunkResult {
+                chunk,
+                ..ChunkResult::default()
+            });
+        }
+        let present: Vec<u64> = visits.iter().map(|v| v.idvisit).collect();
+        let ids = int_list(&present);
+
+        let site_days = invalidate::site_days(&mut tx, matomo, &visits).await?;
+
+        let mut per_table = BTreeMap::new();
+        for t in &matomo.log_tables {
+            let sql = delete_sql(matomo, t, &ids);
+            tracing::debug!(table = %t.name, "{sql:.200}");
+            let n = sqlx::query(&sql).execute(&mut *tx).await?.rows_affected();
+            per_table.insert(t.name.clone(), n);
+        }
+
+        let inserted = invalidate::queue(&mut tx, matomo, &site_days).await?;
+
+        journal::record(
+            &mut tx,
+            matomo,
+            &self.run_key,
+            &Entry {
+                chunk,
+                committed_at: chrono::Utc::now().naive_utc(),
+                visits: present.len() as u32,
+                rows: per_table.clone(),
+                site_days: site_days.iter().copied().collect(),
+                idvisits: present.clone(),
+            },
+        )
+        .await?;
+        crate::run::crash_point("before-commit");
+        tx.commit().await?;
+
+        Ok(ChunkResult {
+            chunk,
+            visits: present.len() as u64,
+            rows: per_table,
+            site_days,
+            invalidations_inserted: inserted,
+            retries: 0,
+            elapsed: Duration::ZERO,
+        })
+    }
+}
+
+/// 100 ms doubling to 5 s, with up to 50% jitter so that two retrying sessions drift apart.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5000);
+    let jitter = rand::random::<u64>() % (base / 2 + 1);
+    Duration::from_millis(base + jitter)
+}
+
+/// Checks, inside a transaction that is rolled back, that this user may do every statement an
+/// erase needs. MySQL checks privileges when a statement is prepared, so a statement that matches
+/// no row (`IN (NULL)` is never true) fails on a missing privilege while changing nothing.
+pub async fn check_privileges(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Result<()> {
+    let db = &matomo.database;
+    let mut probes: Vec<(String, String)> = Vec::new();
+    for t in &matomo.log_tables {
+        probes.push((
+            delete_sql(matomo, t, "NULL"),
+            format!(
+                "GRANT SELECT, DELETE ON `{db}`.`{}{}` TO <user>",
+                matomo.prefix, t.name
+            ),
+        ));
+    }
+    probes.push((
+        format!(
+            "INSERT INTO {} (option_name, option_value, autoload) SELECT 'x', '1', 0 FROM DUAL \
+             WHERE 1 = 0",
+            matomo.table("option")
+        ),
+        format!(
+            "GRANT SELECT, INSERT ON `{db}`.`{}option` TO <user>",
+            matomo.prefix
+        ),
+    ));
+    run_probes(conn, probes).await
+}
+
+/// Creates the journal table if needed and checks that rows can be written to it.
+pub async fn prepare_journal(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Result<()> {
+    let db = &matomo.database;
+    let jt = format!("{}{}", matomo.prefix, journal::TABLE);
+    if let Err(e) = journal::ensure(conn, matomo).await {
+        if let Some(sqlx_err) = e.downcast_ref::<sqlx::Error>() {
+            if is_privilege_error(sqlx_err) {
+                return Err(crate::error::connection(format!(
+                    "missing privilege to create the journal table {jt}: {}; the erase needs: \
+                     GRANT CREATE ON `{db}`.`{jt}` TO <user> (or create it once as an admin)",
+                    db_message(sqlx_err)
+                )));
+            }
+        }
+        return Err(e);
+    }
+    let probe = format!(
+        "INSERT INTO {} (run_key, chunk, committed_at, visits, rows_deleted, site_days, idvisits) \
+         SELECT 'x', 0, UTC_TIMESTAMP(), 0, '', '', '' FROM DUAL WHERE 1 = 0",
+        journal::table(matomo)
+    );
+    run_probes(
+        conn,
+        vec![(
+            probe,
+            format!("GRANT SELECT, INSERT ON `{db}`.`{jt}` TO <user>"),
+        )],
+    )
+    .await
+}
+
+fn is_privilege_error(e: &sqlx::Error) -> bool {
+    matches!(
+        crate::sql::db_code(e).as_deref(),
+        Some("1142") | Some("1143") | Some("1044") | Some("1227")
+    )
+}
+
+fn db_message(e: &sqlx::Error) -> String {
+    e.as_database_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
+}
+
+async fn run_probes(
+    conn: &mut MySqlConnection,
+    probes: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await?;
+    for (sql, grant) in probes {
+        if let Err(e) = sqlx::query(&sql).execute(&mut *tx).await {
+            let _ = tx.rollback().await;
+            if is_privilege_error(&e) {
+                return Err(crate::error::connection(format!(
+                    "missing privilege: {}; the erase needs: {grant}",
+                    db_message(&e)
+                )));
+            }
+            return Err(e.into());
+        }
+    }
+    tx.rollback().await?;
+    Ok(())
+}

@@ -1,0 +1,495 @@
+//! Reads the server and the Matomo schema, and refuses what is not a Matomo database.
+//!
+//! Finds the table prefix, the Matomo version, the sites with their timezones, every log table
+//! and how each one reaches `log_visit`: by its own `idvisit` column, or through a parent log
+//! table by a shared column that is the parent's primary key (`log_hsr_event.idloghsr` →
+//! `log_hsr.idloghsr` → `log_hsr.idvisit`). This module only reads.
+
+use crate::error::usage;
+use crate::sql::{ident, like_escape};
+use crate::subject::StorageRules;
+use crate::timezone::SiteTimezone;
+use serde::Serialize;
+use sqlx::mysql::MySqlConnection;
+use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Site {
+    pub idsite: u32,
+    pub name: String,
+    pub timezone: String,
+    #[serde(skip)]
+    pub tz: Option<SiteTimezone>,
+}
+
+/// One step from a table to its parent: `table.column = parent.column`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Hop {
+    pub column: String,
+    pub parent: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reach {
+    /// `log_visit` itself.
+    Visit,
+    /// Has an `idvisit` column.
+    Idvisit { indexed: bool },
+    /// Reaches a table with `idvisit` through parents, leaf first.
+    Through { path: Vec<Hop> },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LogTable {
+    /// Unprefixed name, e.g. `log_hsr_event`.
+    pub name: String,
+    pub reach: Reach,
+}
+
+impl LogTable {
+    /// Distance from `log_visit`: children must be deleted before their parents.
+    pub fn depth(&self) -> usize {
+        match &self.reach {
+            Reach::Visit => 0,
+            Reach::Idvisit { .. } => 1,
+            Reach::Through { path } => 1 + path.len(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Untouched {
+    pub name: String,
+    pub reason: String,
+}
+
+/// What `inspect` learned about one Matomo database.
+#[derive(Clone, Debug, Serialize)]
+pub struct Matomo {
+    pub database: String,
+    pub server_version: String,
+    pub prefix: String,
+    pub version: Option<String>,
+    pub sites: BTreeMap<u32, Site>,
+    /// Log tables in deletion order: leaves first, `log_link_visit_action` then `log_visit` last.
+    pub log_tables: Vec<LogTable>,
+    pub untouched: Vec<Untouched>,
+    /// `log_visit.user_id` character set.
+    pub user_id_charset: String,
+    /// Matomo's "pseudonymise user ids" option is on now.
+    pub pseudonymisation_on: bool,
+    #[serde(skip)]
+    pub rules: StorageRules,
+}
+
+impl Matomo {
+    /// The prefixed, quoted name of a table.
+    pub fn table(&self, unprefixed: &str) -> String {
+        ident(&format!("{}{}", self.prefix, unprefixed))
+    }
+
+    pub fn site_tz(&self, idsite: u32) -> Option<&SiteTimezone> {
+        self.sites.get(&idsite).and_then(|s| s.tz.as_ref())
+    }
+
+    pub fn has_table(&self, unprefixed: &str) -> bool {
+        self.log_tables.iter().any(|t| t.name == unprefixed)
+    }
+}
+
+/// Tables under the log prefix that must never be deleted from, and why.
+fn never_touched(name: &str) -> Option<&'static str> {
+    match name {
+        "log_action" => Some(
+            "shared dictionary of URLs, titles and names used by every visit; Matomo's GDPR tool \
+             never deletes it (its scheduled raw-data purge removes unused entries)",
+        ),
+        "log_profiling" => Some("SQL profiler timings; no visitor data"),
+        "log_hsr_blob" => Some(
+            "recording blobs are deduplicated and shared across recordings; the \
+             HeatmapSessionRecording plugin removes unused ones itself",
+        ),
+        _ => None,
+    }
+}
+
+pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow::Result<Matomo> {
+    let row = sqlx::query("SELECT DATABASE(), VERSION()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let database: Option<String> = row.try_get(0)?;
+    let server_version: String = row.try_get(1)?;
+    let database = database.unwrap_or_default();
+
+    let prefix = find_prefix(conn, &database, prefix).await?;
+    let p = |t: &str| ident(&format!("{prefix}{t}"));
+
+    let version: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT option_value FROM {} WHERE option_name = 'version_core'",
+        p("option")
+    ))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| not_matomo(&database, &prefix, &e))?;
+
+    let sites = read_sites(conn, &p("site"))
+        .await
+        .map_err(|e| not_matomo(&database, &prefix, &e))?;
+    let (log_tables, untouched, user_id_charset) = read_log_tables(conn, &prefix).await?;
+
+    let salt: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT option_value FROM {} WHERE option_name = 'useridsalt'",
+        p("option")
+    ))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let pseudonymisation_on: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT option_value FROM {} WHERE option_name = 'PrivacyManager.anonymizeUserId'",
+        p("option")
+    ))
+    .fetch_optional(&mut *conn)
+    .await?;
+
+    Ok(Matomo {
+        database,
+        server_version,
+        rules: StorageRules {
+            replace_4byte: !user_id_charset.eq_ignore_ascii_case("utf8mb4"),
+            pseudonym_salt: salt.filter(|s| !s.is_empty()),
+        },
+        prefix,
+        version,
+        sites,
+        log_tables,
+        untouched,
+        user_id_charset,
+        pseudonymisation_on: pseudonymisation_on.as_deref() == Some("1"),
+    })
+}
+
+fn not_matomo(database: &str, prefix: &str, e: &sqlx::Error) -> anyhow::Error {
+    usage(format!(
+        "database {database:?} with prefix {prefix:?} does not look like Matomo ({e}); \
+         check --prefix and the database name"
+    ))
+}
+
+/// Finds the prefix: every table named `<prefix>log_visit` gives one candidate.
+async fn find_prefix(
+    conn: &mut MySqlConnection,
+    database: &str,
+    wanted: Option<&str>,
+) -> anyhow::Result<String> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name LIKE '%log\\_visit' ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let found: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix("log_visit").map(str::to_owned))
+        .collect();
+    let shown = || {
+        found
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match wanted {
+        Some(w) if found.iter().any(|f| f == w) => Ok(w.to_owned()),
+        Some(w) if found.is_empty() => Err(usage(format!(
+            "database {database:?} has no Matomo log tables (no table {w}log_visit, nor any \
+             other *log_visit); is this the Matomo database?"
+        ))),
+        Some(w) => Err(usage(format!(
+            "no table {w}log_visit in database {database:?}: the prefix {w:?} is wrong; \
+             prefixes found: {}; pass one with --prefix",
+            shown()
+        ))),
+        None if found.len() == 1 => Ok(found[0].clone()),
+        None if found.is_empty() => Err(usage(format!(
+            "database {database:?} has no Matomo log tables (no table named *log_visit); is \
+             this the Matomo database?"
+        ))),
+        None => Err(usage(format!(
+            "database {database:?} holds several Matomo installs, prefixes {}; choose one with \
+             --prefix",
+            shown()
+        ))),
+    }
+}
+
+async fn read_sites(
+    conn: &mut MySqlConnection,
+    table: &str,
+) -> Result<BTreeMap<u32, Site>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT idsite, CAST(name AS CHAR), CAST(timezone AS CHAR) FROM {table} ORDER BY idsite"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sites = BTreeMap::new();
+    for r in rows {
+        let idsite: u32 = r.try_get(0)?;
+        let timezone: String = r.try_get::<Option<String>, _>(2)?.unwrap_or_default();
+        sites.insert(
+            idsite,
+            Site {
+                idsite,
+                name: r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+                tz: SiteTimezone::parse(&timezone),
+                timezone,
+            },
+        );
+    }
+    Ok(sites)
+}
+
+struct ColumnInfo {
+    columns: HashMap<String, BTreeSet<String>>,
+    single_pk: HashMap<String, String>,
+    indexed_first: HashMap<String, BTreeSet<String>>,
+}
+
+async fn read_log_tables(
+    conn: &mut MySqlConnection,
+    prefix: &str,
+) -> anyhow::Result<(Vec<LogTable>, Vec<Untouched>, String)> {
+    let pattern = format!("{}log\\_%", like_escape(prefix));
+    let mut info = ColumnInfo {
+        columns: HashMap::new(),
+        single_pk: HashMap::new(),
+        indexed_first: HashMap::new(),
+    };
+    let mut user_id_charset = String::from("utf8mb4");
+
+    let rows = sqlx::query(
+        "SELECT CAST(c.table_name AS CHAR), CAST(c.column_name AS CHAR), \
+                CAST(c.character_set_name AS CHAR) \
+         FROM information_schema.columns c JOIN information_schema.tables t \
+           ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+         WHERE c.table_schema = DATABASE() AND c.table_name LIKE ? AND t.table_type = 'BASE TABLE'",
+    )
+    .bind(&pattern)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let table: String = r.try_get(0)?;
+        let Some(name) = table.strip_prefix(prefix) else {
+            continue;
+        };
+        let column: String = r.try_get(1)?;
+        if name == "log_visit" && column == "user_id" {
+            if let Some(cs) = r.try_get::<Option<String>, _>(2)? {
+                user_id_charset = cs;
+            }
+        }
+        info.columns
+            .entry(name.to_owned())
+            .or_default()
+            .insert(column);
+    }
+
+    let rows = sqlx::query(
+        "SELECT CAST(table_name AS CHAR), CAST(index_name AS CHAR), CAST(column_name AS CHAR), \
+                seq_in_index \
+         FROM information_schema.statistics \
+         WHERE table_schema = DATABASE() AND table_name LIKE ? ORDER BY 1, 2, 4",
+    )
+    .bind(&pattern)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut pk_columns: HashMap<String, Vec<String>> = HashMap::new();
+    for r in rows {
+        let table: String = r.try_get(0)?;
+        let Some(name) = table.strip_prefix(prefix) else {
+            continue;
+        };
+        let index: String = r.try_get(1)?;
+        let column: String = r.try_get(2)?;
+        let seq: i64 = r
+            .try_get::<i64, _>(3)
+            .or_else(|_| r.try_get::<u32, _>(3).map(i64::from))?;
+        if seq == 1 {
+            info.indexed_first
+                .entry(name.to_owned())
+                .or_default()
+                .insert(column.clone());
+        }
+        if index == "PRIMARY" {
+            pk_columns.entry(name.to_owned()).or_default().push(column);
+        }
+    }
+    for (t, cols) in pk_columns {
+        if cols.len() == 1 {
+            info.single_pk.insert(t, cols[0].clone());
+        }
+    }
+    if !info.columns.contains_key("log_visit") {
+        return Err(usage(format!(
+            "table {prefix}log_visit has no columns visible to this user; GRANT SELECT on the \
+             Matomo database"
+        )));
+    }
+    let (tables, untouched) = classify(&info);
+    Ok((tables, untouched, user_id_charset))
+}
+
+/// Decides how each log table reaches a visit and the order of deletion.
+fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
+    let mut names: Vec<&String> = info.columns.keys().collect();
+    names.sort();
+    let mut reach: BTreeMap<String, Reach> = BTreeMap::new();
+    let mut untouched = Vec::new();
+
+    for name in &names {
+        if let Some(reason) = never_touched(name) {
+            untouched.push(Untouched {
+                name: (*name).clone(),
+                reason: reason.to_owned(),
+            });
+        } else if name.as_str() == "log_visit" {
+            reach.insert("log_visit".into(), Reach::Visit);
+        } else if info.columns[*name].contains("idvisit") {
+            let indexed = info
+                .indexed_first
+                .get(*name)
+                .is_some_and(|c| c.contains("idvisit"));
+            reach.insert((*name).clone(), Reach::Idvisit { indexed });
+        }
+    }
+
+    // Breadth-first from the tables that hold idvisit: each round adds the tables one hop
+    // further, so every table gets its shortest path; ties go to the first parent by name.
+    loop {
+        let mut added = Vec::new();
+        for name in &names {
+            if reach.contains_key(*name) || never_touched(name).is_some() {
+                continue;
+            }
+            let found = info.columns[*name].iter().find_map(|col| {
+                reach.iter().find_map(|(parent, r)| {
+                    let pk_matches = info.single_pk.get(parent).is_some_and(|pk| pk == col);
+                    (pk_matches && parent != *name && *r != Reach::Visit).then(|| {
+                        let mut path = vec![Hop {
+                            column: col.clone(),
+                            parent: parent.clone(),
+                        }];
+                        if let Reach::Through { path: rest } = r {
+                            path.extend(rest.iter().cloned());
+                        }
+                        path
+                    })
+                })
+            });
+            if let Some(path) = found {
+                added.push(((*name).clone(), Reach::Through { path }));
+            }
+        }
+        if added.is_empty() {
+            break;
+        }
+        reach.extend(added);
+    }
+
+    for name in &names {
+        if !reach.contains_key(*name) && never_touched(name).is_none() {
+            untouched.push(Untouched {
+                name: (*name).clone(),
+                reason: "no idvisit column and no column that is the primary key of a log table \
+                         reaching a visit; Matomo's GDPR tool cannot join it either"
+                    .to_owned(),
+            });
+        }
+    }
+
+    let mut tables: Vec<LogTable> = reach
+        .into_iter()
+        .map(|(name, reach)| LogTable { name, reach })
+        .collect();
+    let rank = |t: &LogTable| match t.name.as_str() {
+        "log_visit" => (0usize, 0usize),
+        "log_link_visit_action" => (1, 0),
+        _ => (2, t.depth()),
+    };
+    tables.sort_by(|a, b| rank(b).cmp(&rank(a)).then_with(|| a.name.cmp(&b.name)));
+    (tables, untouched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(tables: &[(&str, &[&str], Option<&str>)]) -> ColumnInfo {
+        let mut i = ColumnInfo {
+            columns: HashMap::new(),
+            single_pk: HashMap::new(),
+            indexed_first: HashMap::new(),
+        };
+        for (t, cols, pk) in tables {
+            i.columns
+                .insert(t.to_string(), cols.iter().map(|c| c.to_string()).collect());
+            if let Some(pk) = pk {
+                i.single_pk.insert(t.to_string(), pk.to_string());
+            }
+        }
+        i
+    }
+
+    #[test]
+    fn leaves_come_before_parents_and_log_visit_is_last() {
+        let i = info(&[
+            ("log_visit", &["idvisit", "idsite"], Some("idvisit")),
+            (
+                "log_link_visit_action",
+                &["idlink_va", "idvisit"],
+                Some("idlink_va"),
+            ),
+            ("log_conversion", &["idvisit", "idgoal"], None),
+            ("log_action", &["idaction"], Some("idaction")),
+            ("log_hsr", &["idloghsr", "idvisit"], Some("idloghsr")),
+            (
+                "log_hsr_event",
+                &["idhsrevent", "idloghsr", "idhsrblob"],
+                Some("idhsrevent"),
+            ),
+            ("log_hsr_blob", &["idhsrblob", "value"], Some("idhsrblob")),
+            ("log_deep", &["iddeep", "idhsrevent"], Some("iddeep")),
+            ("log_lonely", &["x"], None),
+        ]);
+        let (tables, untouched) = classify(&i);
+        let order: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "log_deep",
+                "log_hsr_event",
+                "log_conversion",
+                "log_hsr",
+                "log_link_visit_action",
+                "log_visit"
+            ]
+        );
+        assert_eq!(
+            tables[0].reach,
+            Reach::Through {
+                path: vec![
+                    Hop {
+                        column: "idhsrevent".into(),
+                        parent: "log_hsr_event".into()
+                    },
+                    Hop {
+                        column: "idloghsr".into(),
+                        parent: "log_hsr".into()
+                    },
+                ]
+            }
+        );
+        let un: Vec<&str> = untouched.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(un, ["log_action", "log_hsr_blob", "log_lonely"]);
+    }
+}

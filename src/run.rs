@@ -1,0 +1,825 @@
+//! Runs each command in order: connect, inspect, select, then plan or erase, invalidate,
+//! verify, report. `main` calls `run` and maps its error to an exit code.
+
+use crate::cli::{Cli, Command, EraseArgs, SelectArgs};
+use crate::connect::{self, Target};
+use crate::erase::{self, ChunkError, Eraser};
+use crate::error::Failure;
+use crate::inspect::{self, Matomo, Untouched};
+use crate::invalidate::{self, SiteDay};
+use crate::journal::{self, Earlier};
+use crate::plan;
+use crate::progress::Progress;
+use crate::report::{print_json, print_text};
+use crate::select::{check_sites, decide_lookup, Finder, LookupDecision, NearMatch, Subjects};
+use crate::subject::{receipt_hash, UserIdSubject};
+use crate::throttle::{Throttle, Verdict};
+use crate::verify::{self, VerifyReport};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::mysql::MySqlConnection;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Inspect => inspect_cmd(&cli).await,
+        Command::Find(args) => find_cmd(&cli, args).await,
+        Command::Erase(args) => erase_cmd(&cli, args).await,
+        Command::Verify(args) => verify_cmd(&cli, args).await,
+    }
+}
+
+/// Test hook: `MATOMO_ERASE_CRASH_AT=NAME:N` aborts the process (as kill -9 would) the Nth time
+/// the named point is reached, to prove that any crash leaves whole chunks.
+pub fn crash_point(name: &str) {
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    let Ok(spec) = std::env::var("MATOMO_ERASE_CRASH_AT") else {
+        return;
+    };
+    let Some((point, n)) = spec.split_once(':') else {
+        return;
+    };
+    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == n.parse().unwrap_or(0) {
+        std::process::abort();
+    }
+}
+
+async fn connect_and_inspect(cli: &Cli) -> anyhow::Result<(Target, MySqlConnection, Matomo)> {
+    let target = connect::resolve(&cli.conn)?;
+    let mut conn = connect::open(&target).await?;
+    let matomo = inspect::inspect(&mut conn, target.prefix.as_deref()).await?;
+    tracing::info!(
+        target = %target.describe(),
+        prefix = %matomo.prefix,
+        version = matomo.version.as_deref().unwrap_or("?"),
+        "connected"
+    );
+    Ok((target, conn, matomo))
+}
+
+/// `inspect`: what the tool sees in this database.
+async fn inspect_cmd(cli: &Cli) -> anyhow::Result<()> {
+    let (target, conn, matomo) = connect_and_inspect(cli).await?;
+    connect::close(conn).await;
+    if cli.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            command: &'static str,
+            connection: String,
+            #[serde(flatten)]
+            matomo: &'a Matomo,
+        }
+        return print_json(&Doc {
+            command: "inspect",
+            connection: target.describe(),
+            matomo: &matomo,
+        });
+    }
+    let mut t = String::new();
+    let _ = writeln!(t, "connection   {}", target.describe());
+    let _ = writeln!(t, "server       {}", matomo.server_version);
+    let _ = writeln!(
+        t,
+        "matomo       {}",
+        matomo
+            .version
+            .as_deref()
+            .unwrap_or("unknown (no version_core option)")
+    );
+    let _ = writeln!(t, "prefix       {:?}", matomo.prefix);
+    let _ = writeln!(
+        t,
+        "user ids     user_id charset {}{}{}",
+        matomo.user_id_charset,
+        if matomo.rules.pseudonym_salt.is_some() {
+            "; user-id salt present: pseudonymised forms are matched too"
+        } else {
+            ""
+        },
+        if matomo.pseudonymisation_on {
+            "; pseudonymisation is ON"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(t, "\nsites");
+    for s in matomo.sites.values() {
+        let note = if s.tz.is_none() {
+            "  (unknown timezone!)"
+        } else {
+            ""
+        };
+        let _ = writeln!(t, "  {:>5}  {:<24} {}{note}", s.idsite, s.timezone, s.name);
+    }
+    let _ = writeln!(t, "\nlog tables, in deletion order");
+    for lt in &matomo.log_tables {
+        let how = match &lt.reach {
+            inspect::Reach::Visit => "the visits themselves (deleted last)".to_string(),
+            inspect::Reach::Idvisit { indexed } => format!(
+                "own idvisit column{}",
+                if *indexed {
+                    ""
+                } else {
+                    " (NOT indexed: each chunk scans this table)"
+                }
+            ),
+            inspect::Reach::Through { path } => {
+                let mut s = String::new();
+                let mut from = lt.name.clone();
+                for h in path {
+                    let _ = write!(s, "{from}.{} -> {}.{}; ", h.column, h.parent, h.column);
+                    from = h.parent.clone();
+                }
+                format!("through parent: {s}{from}.idvisit")
+            }
+        };
+        let _ = writeln!(t, "  {:<28} {how}", lt.name);
+    }
+    let _ = writeln!(t, "\nnot touched");
+    for u in &matomo.untouched {
+        let _ = writeln!(t, "  {:<28} {}", u.name, u.reason);
+    }
+    print_text(&t)
+}
+
+/// The run key: a hash of the subjects and selection options, never the identifiers. The same
+/// command gives the same key, which is how a re-run finds the chunks of the run it finishes.
+fn run_key(matomo: &Matomo, subjects: &Subjects) -> anyhow::Result<String> {
+    let a = &subjects.args;
+    let mut h = Sha256::new();
+    h.update(format!(
+        "v1|{}|{}|{:?}|{:?}|{:?}|{:?}\n",
+        matomo.database, matomo.prefix, a.sites, a.match_mode, a.since, a.until
+    ));
+    for v in &subjects.visit_ids {
+        h.update(format!("visit:{v}\n"));
+    }
+    for v in &subjects.visitor_ids {
+        h.update(format!("visitor:{}\n", hex::encode(v)));
+    }
+    for u in &subjects.user_ids {
+        h.update(format!(
+            "user:{}\n",
+            UserIdSubject::new(u, &matomo.rules)?.receipt_hash
+        ));
+    }
+    if let Some(mut lines) = subjects.open_lines()? {
+        while let Some(u) = lines.next_id()? {
+            h.update(format!(
+                "user:{}\n",
+                UserIdSubject::new(&u, &matomo.rules)?.receipt_hash
+            ));
+        }
+    }
+    Ok(hex::encode(&h.finalize()[..16]))
+}
+
+#[derive(Serialize, Default)]
+struct SubjectSummary {
+    user_ids: u64,
+    visitor_ids: usize,
+    visit_ids: usize,
+    user_ids_without_visits: u64,
+    /// Receipt hashes of user ids that matched no visit (first 1000).
+    user_ids_without_visits_hashes: Vec<String>,
+}
+
+#[derive(Serialize, Default)]
+struct NearSummary {
+    /// False when the index lookup was used: near matches need a scan (--lookup scan).
+    checked: bool,
+    total: u64,
+    erased: bool,
+    list: Vec<NearMatch>,
+}
+
+#[derive(Serialize)]
+struct EraseReport {
+    command: &'static str,
+    executed: bool,
+    database: String,
+    prefix: String,
+    matomo_version: Option<String>,
+    run_key: String,
+    lookup: LookupDecision,
+    subjects: SubjectSummary,
+    visits: u64,
+    visits_per_site: BTreeMap<u32, u64>,
+    rows: BTreeMap<String, u64>,
+    rows_total: u64,
+    site_days: Vec<SiteDay>,
+    invalidations_inserted: u64,
+    near_matches: NearSummary,
+    untouched_tables: Vec<Untouched>,
+    chunks: u32,
+    retries: u32,
+    reconnects: u32,
+    pauses: u64,
+    replicas: String,
+    stopped: Option<String>,
+    earlier_runs: Option<Earlier>,
+    verify: Option<VerifyReport>,
+    elapsed_seconds: f64,
+}
+
+fn summarize_subjects(subjects: &Subjects, finder: &Finder<'_>) -> SubjectSummary {
+    SubjectSummary {
+        user_ids: finder.user_ids_seen,
+        visitor_ids: subjects.visitor_ids.len(),
+        visit_ids: subjects.visit_ids.len(),
+        user_ids_without_visits: finder.unmatched_total,
+        user_ids_without_visits_hashes: finder.unmatched.clone(),
+    }
+}
+
+fn near_summary(decision: &LookupDecision, args: &SelectArgs, finder: &Finder<'_>) -> NearSummary {
+    NearSummary {
+        checked: decision.mode == "scan",
+        total: finder.near_matches_total,
+        erased: args.match_mode == crate::cli::MatchMode::Collation,
+        list: finder.near_matches.clone(),
+    }
+}
+
+/// `erase`: the plan without --execute, the erasure with it.
+async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let subjects = Subjects::from_args(&args.select)?;
+    let (target, mut conn, matomo) = connect_and_inspect(cli).await?;
+    check_sites(&matomo, &args.select.sites)?;
+    let decision = decide_lookup(&mut conn, &matomo, &subjects).await?;
+    let run_key = run_key(&matomo, &subjects)?;
+    tracing::info!(lookup = decision.mode, reason = %decision.reason, run_key = %run_key, "selection");
+
+    let mut report = EraseReport {
+        command: "erase",
+        executed: args.execute,
+        database: matomo.database.clone(),
+        prefix: matomo.prefix.clone(),
+        matomo_version: matomo.version.clone(),
+        run_key: run_key.clone(),
+        lookup: decision.clone(),
+        subjects: SubjectSummary::default(),
+        visits: 0,
+        visits_per_site: BTreeMap::new(),
+        rows: matomo
+            .log_tables
+            .iter()
+            .map(|t| (t.name.clone(), 0))
+            .collect(),
+        rows_total: 0,
+        site_days: Vec::new(),
+        invalidations_inserted: 0,
+        near_matches: NearSummary::default(),
+        untouched_tables: matomo.untouched.clone(),
+        chunks: 0,
+        retries: 0,
+        reconnects: 0,
+        pauses: 0,
+        replicas: String::new(),
+        stopped: None,
+        earlier_runs: None,
+        verify: None,
+        elapsed_seconds: 0.0,
+    };
+    let mut finder = Finder::new(&matomo, subjects.clone(), &decision);
+    let mut site_days: BTreeSet<SiteDay> = BTreeSet::new();
+
+    if !args.execute {
+        let mut seen: HashSet<u64> = HashSet::new();
+        while let Some(batch) = finder.next_batch(&mut conn).await? {
+            let fresh: Vec<_> = batch
+                .into_iter()
+                .filter(|v| seen.insert(v.idvisit))
+                .collect();
+            for part in fresh.chunks(1000) {
+                let ids: Vec<u64> = part.iter().map(|v| v.idvisit).collect();
+                for (t, n) in plan::rows_total(&mut conn, &matomo, &ids).await? {
+                    *report.rows.entry(t).or_default() += n;
+                }
+                site_days.extend(invalidate::site_days(&mut conn, &matomo, part).await?);
+                for v in part {
+                    *report.visits_per_site.entry(v.idsite).or_default() += 1;
+                }
+                report.visits += part.len() as u64;
+            }
+        }
+        report.site_days = site_days.into_iter().collect();
+        report.rows_total = report.rows.values().sum();
+        report.subjects = summarize_subjects(&subjects, &finder);
+        report.near_matches = near_summary(&decision, &args.select, &finder);
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        connect::close(conn).await;
+        return print_erase(cli, &report);
+    }
+
+    erase::check_privileges(&mut conn, &matomo).await?;
+    erase::prepare_journal(&mut conn, &matomo).await?;
+    let earlier = journal::earlier(&mut conn, &matomo, &run_key).await?;
+    if earlier.chunks > 0 {
+        tracing::info!(
+            chunks = earlier.chunks,
+            visits = earlier.visits,
+            "resuming: an earlier run of the same command committed chunks"
+        );
+        report.earlier_runs = Some(earlier.clone());
+    }
+
+    let mut writer = connect::open(&target).await?;
+    erase::prepare_session(&mut writer, args.throttle.lock_wait_timeout).await?;
+    let mut throttle = Throttle::new(&mut writer, &target, &args.throttle).await?;
+    report.replicas = throttle.replica_note.clone();
+    let mut eraser = Eraser {
+        matomo: &matomo,
+        target: target.clone(),
+        conn: writer,
+        run_key: run_key.clone(),
+        next_chunk: earlier.last_chunk + 1,
+        max_retries: args.throttle.max_retries,
+        lock_wait_timeout: args.throttle.lock_wait_timeout,
+        retries_total: 0,
+        reconnects: 0,
+    };
+
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    spawn_signal_watch(stop_flag.clone());
+    let mut progress = Progress::new(cli.quiet || cli.json);
+    let mut chunk_size = args.chunk_size as usize;
+    let mut buffer: Vec<u64> = Vec::new();
+    let mut last_pause = String::new();
+    let mut stopped: Option<String> = None;
+
+    'outer: loop {
+        if stop_flag.load(Ordering::SeqCst) {
+            stopped = Some("signal received".into());
+            break;
+        }
+        let batch = finder.next_batch(&mut conn).await?;
+        let done = batch.is_none();
+        if let Some(b) = batch {
+            buffer.extend(b.iter().map(|v| v.idvisit));
+        }
+        while buffer.len() >= chunk_size || (done && !buffer.is_empty()) {
+            loop {
+                if stop_flag.load(Ordering::SeqCst) {
+                    stopped = Some("signal received".into());
+                    break 'outer;
+                }
+                match throttle.check(&mut eraser.conn).await {
+                    Ok(Verdict::Go) => break,
+                    Ok(Verdict::Stop(why)) => {
+                        stopped = Some(why);
+                        break 'outer;
+                    }
+                    Ok(Verdict::Pause(why)) => {
+                        if why != last_pause {
+                            tracing::warn!("pausing: {why}");
+                            report.pauses += 1;
+                            last_pause = why.clone();
+                        }
+                        progress.paused(&why);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("throttle check failed: {e}; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        let _ = eraser.reconnect_pub().await;
+                    }
+                }
+            }
+            if !last_pause.is_empty() {
+                tracing::info!("resuming after pause ({last_pause})");
+                last_pause.clear();
+            }
+            let take = chunk_size.min(buffer.len());
+            let ids: Vec<u64> = buffer.drain(..take).collect();
+            let r = match eraser.erase_chunk(&ids).await {
+                Ok(r) => r,
+                Err(ChunkError::GaveUp(why)) => {
+                    stopped = Some(why);
+                    break 'outer;
+                }
+                Err(ChunkError::Other(e)) => return Err(e),
+            };
+            crate::run::crash_point("after-commit");
+            let rows: u64 = r.rows.values().sum();
+            tracing::info!(
+                chunk = r.chunk,
+                visits = r.visits,
+                rows,
+                retries = r.retries,
+                ms = r.elapsed.as_millis() as u64,
+                chunk_size,
+                "chunk committed"
+            );
+            report.chunks += u32::from(r.visits > 0);
+            report.visits += r.visits;
+            for (t, n) in &r.rows {
+                *report.rows.entry(t.clone()).or_default() += n;
+            }
+            report.invalidations_inserted += r.invalidations_inserted;
+            site_days.extend(r.site_days.iter().copied());
+            progress.chunk_done(r.visits, rows, chunk_size);
+            chunk_size =
+                next_chunk_size(args, take, rows, r.visits, r.elapsed, throttle.ws_max_rows);
+            if !args.throttle.sleep.is_zero() {
+                tokio::time::sleep(args.throttle.sleep).await;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    progress.finish();
+    report.retries = eraser.retries_total;
+    report.reconnects = eraser.reconnects;
+    report.site_days = site_days.into_iter().collect();
+    report.rows_total = report.rows.values().sum();
+    report.subjects = summarize_subjects(&subjects, &finder);
+    report.near_matches = near_summary(&decision, &args.select, &finder);
+    report.stopped = stopped.clone();
+
+    if let Some(why) = stopped {
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        print_erase(cli, &report)?;
+        return Err(Failure::Stopped(format!(
+            "stopped part-way ({why}) after {} visits in {} chunks; every finished chunk is \
+             committed; run the same command again to finish",
+            report.visits, report.chunks
+        ))
+        .into());
+    }
+
+    let mut check_finder = Finder::new(&matomo, subjects.clone(), &decision);
+    let v = verify::verify(&mut conn, &matomo, &run_key, &mut check_finder).await?;
+    let ok = v.ok;
+    let problems = v.problems.join("; ");
+    report.verify = Some(v);
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    print_erase(cli, &report)?;
+    if !ok {
+        return Err(Failure::VerifyFailed(format!(
+            "verification after the erase failed: {problems}"
+        ))
+        .into());
+    }
+    if report.visits == 0 && report.earlier_runs.is_none() {
+        tracing::warn!("nothing to erase: no visit of the subjects was found");
+    }
+    Ok(())
+}
+
+/// Adapts the chunk to the time target: grows at most twofold, shrinks at once to what fits,
+/// and to half that when a chunk ran over twice the target. Caps at --max-chunk-size and, on
+/// Galera, at half of wsrep_max_ws_rows.
+fn next_chunk_size(
+    args: &EraseArgs,
+    requested: usize,
+    rows: u64,
+    visits: u64,
+    elapsed: Duration,
+    ws_max_rows: u64,
+) -> usize {
+    let max = args.max_chunk_size as usize;
+    let mut next = requested.max(1);
+    let target = args.chunk_time.as_secs_f64();
+    let took = elapsed.as_secs_f64();
+    if target > 0.0 && visits > 0 && took > 0.0 {
+        let fits = (requested as f64 * target / took).max(1.0);
+        next = if took > 2.0 * target {
+            (fits / 2.0) as usize
+        } else {
+            (fits as usize).min(requested * 2)
+        };
+    }
+    if ws_max_rows > 0 && visits > 0 {
+        let per_visit = (rows as f64 / visits as f64).max(1.0);
+        next = next.min(((ws_max_rows as f64 / 2.0) / per_visit) as usize);
+    }
+    next.clamp(1, max)
+}
+
+fn spawn_signal_watch(flag: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::warn!("signal received: finishing the current chunk, then stopping");
+        flag.store(true, Ordering::SeqCst);
+    });
+}
+
+fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
+    if cli.json {
+        return print_json(r);
+    }
+    let mut t = String::new();
+    let title = if r.executed {
+        "ERASED"
+    } else {
+        "PLAN (nothing written; add --execute to erase)"
+    };
+    let _ = writeln!(t, "{title}");
+    let _ = writeln!(
+        t,
+        "database {} prefix {:?} matomo {}",
+        r.database,
+        r.prefix,
+        r.matomo_version.as_deref().unwrap_or("?")
+    );
+    let _ = writeln!(t, "lookup   {}: {}", r.lookup.mode, r.lookup.reason);
+    let _ = writeln!(
+        t,
+        "subjects {} user ids ({} without visits), {} visitor ids, {} visit ids",
+        r.subjects.user_ids,
+        r.subjects.user_ids_without_visits,
+        r.subjects.visitor_ids,
+        r.subjects.visit_ids
+    );
+    let per_site: Vec<String> = r
+        .visits_per_site
+        .iter()
+        .map(|(s, n)| format!("site {s}: {n}"))
+        .collect();
+    let _ = writeln!(
+        t,
+        "visits   {}{}",
+        r.visits,
+        if per_site.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", per_site.join(", "))
+        }
+    );
+    let _ = writeln!(t, "rows     {} in all", r.rows_total);
+    for (table, n) in &r.rows {
+        let _ = writeln!(t, "  {table:<28} {n}");
+    }
+    let _ = writeln!(t, "site-days to invalidate: {}", r.site_days.len());
+    for d in &r.site_days {
+        let _ = writeln!(t, "  site {} {}", d.idsite, d.date);
+    }
+    if r.near_matches.checked {
+        let _ = writeln!(
+            t,
+            "near matches (equal only under the collation): {}{}",
+            r.near_matches.total,
+            if r.near_matches.erased {
+                ", erased (--match collation)"
+            } else {
+                ", NOT erased"
+            }
+        );
+        for n in &r.near_matches.list {
+            let _ = writeln!(
+                t,
+                "  site {} visit {}: differs by {} (user id hash {})",
+                n.idsite, n.idvisit, n.differs_by, n.user_id_hash
+            );
+        }
+    } else if r.lookup.mode == "index" {
+        let _ = writeln!(
+            t,
+            "near matches: not checked by the index lookup (--lookup scan lists them)"
+        );
+    }
+    if !r.untouched_tables.is_empty() {
+        let names: Vec<&str> = r.untouched_tables.iter().map(|u| u.name.as_str()).collect();
+        let _ = writeln!(t, "not touched: {} (see inspect)", names.join(", "));
+    }
+    if r.executed {
+        let _ = writeln!(
+            t,
+            "chunks {} retries {} reconnects {} pauses {}; invalidation rows inserted {}",
+            r.chunks, r.retries, r.reconnects, r.pauses, r.invalidations_inserted
+        );
+        let _ = writeln!(t, "replicas: {}", r.replicas);
+        if let Some(e) = &r.earlier_runs {
+            let _ = writeln!(
+                t,
+                "earlier runs of this command: {} chunks, {} visits",
+                e.chunks, e.visits
+            );
+        }
+        if let Some(v) = &r.verify {
+            let _ = writeln!(
+                t,
+                "verify: {}",
+                if v.ok {
+                    "OK: nothing of the subjects remains; every site-day is queued".to_string()
+                } else {
+                    format!("FAILED: {}", v.problems.join("; "))
+                }
+            );
+        }
+        if let Some(s) = &r.stopped {
+            let _ = writeln!(t, "STOPPED: {s}");
+        }
+        let _ = writeln!(
+            t,
+            "next: run Matomo's `./console core:archive` to re-process the invalidated reports"
+        );
+    }
+    let _ = writeln!(t, "run key {} ({:.2}s)", r.run_key, r.elapsed_seconds);
+    print_text(&t)
+}
+
+/// `find`: the visits of the subjects with their times and rows per log table.
+async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
+    let subjects = Subjects::from_args(args)?;
+    let (_target, mut conn, matomo) = connect_and_inspect(cli).await?;
+    check_sites(&matomo, &args.sites)?;
+    let decision = decide_lookup(&mut conn, &matomo, &subjects).await?;
+    let mut finder = Finder::new(&matomo, subjects.clone(), &decision);
+
+    #[derive(Serialize)]
+    struct FoundVisit {
+        idsite: u32,
+        idvisit: u64,
+        first_action_utc: String,
+        last_action_utc: String,
+        first_action_local: String,
+        last_action_local: String,
+        rows: BTreeMap<String, u64>,
+    }
+    let mut visits = Vec::new();
+    let mut seen = HashSet::new();
+    let fmt = |d: chrono::NaiveDateTime| d.format("%Y-%m-%d %H:%M:%S").to_string();
+    while let Some(batch) = finder.next_batch(&mut conn).await? {
+        let fresh: Vec<_> = batch
+            .into_iter()
+            .filter(|v| seen.insert(v.idvisit))
+            .collect();
+        for part in fresh.chunks(1000) {
+            let ids: Vec<u64> = part.iter().map(|v| v.idvisit).collect();
+            let counts = plan::rows_per_visit(&mut conn, &matomo, &ids).await?;
+            for v in part {
+                let tz = matomo.site_tz(v.idsite);
+                let local = |d| {
+                    tz.map(|z| fmt(z.local_time(d)))
+                        .unwrap_or_else(|| "?".into())
+                };
+                visits.push(FoundVisit {
+                    idsite: v.idsite,
+                    idvisit: v.idvisit,
+                    first_action_utc: fmt(v.first_action),
+                    last_action_utc: fmt(v.last_action),
+                    first_action_local: local(v.first_action),
+                    last_action_local: local(v.last_action),
+                    rows: counts
+                        .iter()
+                        .map(|(t, m)| (t.clone(), m.get(&v.idvisit).copied().unwrap_or(0)))
+                        .collect(),
+                });
+            }
+        }
+    }
+    visits.sort_by_key(|v| (v.idsite, v.idvisit));
+    connect::close(conn).await;
+
+    if cli.json {
+        #[derive(Serialize)]
+        struct Doc<T: Serialize> {
+            command: &'static str,
+            lookup: LookupDecision,
+            subjects: SubjectSummary,
+            near_matches: NearSummary,
+            visits: Vec<T>,
+        }
+        return print_json(&Doc {
+            command: "find",
+            lookup: decision.clone(),
+            subjects: summarize_subjects(&subjects, &finder),
+            near_matches: near_summary(&decision, args, &finder),
+            visits,
+        });
+    }
+    let mut t = String::new();
+    let _ = writeln!(t, "lookup {}: {}", decision.mode, decision.reason);
+    let _ = writeln!(t, "{} visits", visits.len());
+    let _ = writeln!(
+        t,
+        "{:>6} {:>10}  {:<19}  {:<19}  {:<19}  rows",
+        "site", "idvisit", "first action UTC", "last action UTC", "last action local"
+    );
+    for v in &visits {
+        let rows: Vec<String> = v
+            .rows
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| format!("{t}={n}"))
+            .collect();
+        let _ = writeln!(
+            t,
+            "{:>6} {:>10}  {}  {}  {}  {}",
+            v.idsite,
+            v.idvisit,
+            v.first_action_utc,
+            v.last_action_utc,
+            v.last_action_local,
+            rows.join(" ")
+        );
+    }
+    if finder.near_matches_total > 0 {
+        let _ = writeln!(
+            t,
+            "{} near matches (equal only under the collation), not included:",
+            finder.near_matches_total
+        );
+        for n in &finder.near_matches {
+            let _ = writeln!(
+                t,
+                "  site {} visit {}: differs by {}",
+                n.idsite, n.idvisit, n.differs_by
+            );
+        }
+    }
+    if finder.unmatched_total > 0 {
+        let _ = writeln!(t, "{} user ids matched no visit", finder.unmatched_total);
+    }
+    print_text(&t)
+}
+
+/// `verify`: the proof for an earlier erase of the same subjects.
+async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
+    let subjects = Subjects::from_args(args)?;
+    let (_target, mut conn, matomo) = connect_and_inspect(cli).await?;
+    check_sites(&matomo, &args.sites)?;
+    let decision = decide_lookup(&mut conn, &matomo, &subjects).await?;
+    let run_key = run_key(&matomo, &subjects)?;
+    let mut finder = Finder::new(&matomo, subjects.clone(), &decision);
+    let v = verify::verify(&mut conn, &matomo, &run_key, &mut finder).await?;
+    connect::close(conn).await;
+    let ok = v.ok;
+    let problems = v.problems.join("; ");
+    if cli.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            command: &'static str,
+            run_key: &'a str,
+            #[serde(flatten)]
+            verify: &'a VerifyReport,
+        }
+        print_json(&Doc {
+            command: "verify",
+            run_key: &run_key,
+            verify: &v,
+        })?;
+    } else {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "run key {run_key}: {} chunks, {} erased visits checked",
+            v.chunks_checked, v.visits_checked
+        );
+        if v.chunks_checked == 0 {
+            let _ = writeln!(t, "no erase of exactly these subjects and options is in the journal; only the subjects' remaining visits were checked");
+        }
+        let _ = writeln!(
+            t,
+            "visits of the subjects remaining: {}",
+            v.visits_remaining
+        );
+        let _ = writeln!(
+            t,
+            "site-days: {} checked, {} processed by core:archive since, {} missing",
+            v.site_days_checked,
+            v.site_days_processed,
+            v.site_days_missing.len()
+        );
+        let _ = writeln!(
+            t,
+            "{}",
+            if ok {
+                "OK".to_string()
+            } else {
+                format!("FAILED: {problems}")
+            }
+        );
+        print_text(&t)?;
+    }
+    if !ok {
+        return Err(Failure::VerifyFailed(format!("verification failed: {problems}")).into());
+    }
+    let _ = receipt_hash;
+    Ok(())
+}

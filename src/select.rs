@@ -1,0 +1,627 @@
+//! From subjects to visits: finds every `log_visit` row of the subjects. Only reads, with plain
+//! consistent reads that take no locks, so the tracker is never blocked by a lookup.
+//!
+//! User ids are found one of two ways. The index way derives `idvisitor` from the user id as
+//! Matomo does (4.x and later, and before 3.13) and probes the `(idsite, idvisitor, ...)` index,
+//! then keeps only rows whose `user_id` is byte-equal to a stored form. The scan way reads
+//! `log_visit` in primary-key ranges, each range its own short query, matching a batch of ids
+//! per pass under the column collation; rows equal only under the collation are near matches.
+
+use crate::cli::{Lookup, MatchMode, SelectArgs};
+use crate::error::usage;
+use crate::inspect::Matomo;
+use crate::sql::{int_list, placeholders};
+use crate::subject::{parse_visitor_id, receipt_hash, UserIdLines, UserIdSubject};
+use chrono::NaiveDateTime;
+use serde::Serialize;
+use sqlx::mysql::{MySqlArguments, MySqlConnection};
+use sqlx::query::Query;
+use sqlx::{MySql, Row};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Subjects resolved per index probe: one query per group of sites.
+const INDEX_BATCH: usize = 500;
+/// Subjects matched per scan pass.
+const SCAN_BATCH: usize = 2000;
+/// Primary-key span of one scan query.
+const SCAN_RANGE: u64 = 100_000;
+const VISIT_COLUMNS: &str = "idvisit, idsite, visit_first_action_time, visit_last_action_time";
+/// Visits sampled by `--lookup auto`.
+const AUTO_SAMPLE: u32 = 5000;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VisitRow {
+    pub idvisit: u64,
+    pub idsite: u32,
+    pub first_action: NaiveDateTime,
+    pub last_action: NaiveDateTime,
+}
+
+/// A visit whose user id equals a subject's only under the collation.
+#[derive(Clone, Debug, Serialize)]
+pub struct NearMatch {
+    pub idsite: u32,
+    pub idvisit: u64,
+    /// How the stored id differs: `case`, `trailing spaces`, `accents or other characters`.
+    pub differs_by: &'static str,
+    /// Receipt hash of the stored user id (never the id itself).
+    pub user_id_hash: String,
+    /// Whether it is erased (only with `--match collation`).
+    pub erased: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LookupDecision {
+    pub mode: &'static str,
+    pub reason: String,
+}
+
+/// The subjects of a command, validated before anything touches the database.
+#[derive(Clone)]
+pub struct Subjects {
+    /// Standard input, read once when `--user-ids-file -` is given, so that the subjects can be
+    /// walked more than once (run key, selection, verification).
+    pub stdin: Option<std::sync::Arc<Vec<u8>>>,
+    pub user_ids: Vec<String>,
+    pub user_ids_file: Option<PathBuf>,
+    pub visitor_ids: Vec<[u8; 8]>,
+    pub visit_ids: Vec<u64>,
+    pub args: SelectArgs,
+}
+
+impl Subjects {
+    pub fn from_args(args: &SelectArgs) -> anyhow::Result<Subjects> {
+        if args.user_ids.is_empty()
+            && args.user_ids_file.is_none()
+            && args.visitor_ids.is_empty()
+            && args.visit_ids.is_empty()
+        {
+            return Err(usage(
+                "no subject given: name at least one with --user-id, --user-ids-file, \
+                 --visitor-id or --visit-id",
+            ));
+        }
+        if args.user_ids.iter().any(|u| u.is_empty()) {
+            return Err(usage(
+                "--user-id was given an empty value; Matomo never stores an empty user id: give \
+                 the id as the application sent it",
+            ));
+        }
+        if let (Some(s), Some(u)) = (args.since, args.until) {
+            if s >= u {
+                return Err(usage(format!("--since {s} is not before --until {u}")));
+            }
+        }
+        let visitor_ids = args
+            .visitor_ids
+            .iter()
+            .map(|v| parse_visitor_id(v))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(path) = &args.user_ids_file {
+            if path.as_os_str() != "-" && !path.is_file() {
+                return Err(usage(format!(
+                    "the user-ids file {} does not exist or is not a file; give an existing \
+                     file with one user id a line, or - for standard input",
+                    path.display()
+                )));
+            }
+        }
+        let stdin = match &args.user_ids_file {
+            Some(p) if p.as_os_str() == "-" => {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                Some(std::sync::Arc::new(buf))
+            }
+            _ => None,
+        };
+        Ok(Subjects {
+            stdin,
+            user_ids: args.user_ids.clone(),
+            user_ids_file: args.user_ids_file.clone(),
+            visitor_ids,
+            visit_ids: args.visit_ids.clone(),
+            args: args.clone(),
+        })
+    }
+
+    pub fn has_user_ids(&self) -> bool {
+        !self.user_ids.is_empty() || self.user_ids_file.is_some()
+    }
+
+    /// The user-ids file (or buffered stdin) as a stream of lines.
+    pub fn open_lines(&self) -> anyhow::Result<Option<UserIdLines>> {
+        match (&self.user_ids_file, &self.stdin) {
+            (Some(_), Some(buf)) => Ok(Some(UserIdLines::from_reader(std::io::Cursor::new(
+                SharedBytes(buf.clone()),
+            )))),
+            (Some(path), None) => Ok(Some(UserIdLines::open(path)?)),
+            (None, _) => Ok(None),
+        }
+    }
+}
+
+/// Shared read-only bytes for a cursor.
+struct SharedBytes(std::sync::Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Checks `--site` against the sites that exist.
+pub fn check_sites(matomo: &Matomo, sites: &[u32]) -> anyhow::Result<()> {
+    for s in sites {
+        if !matomo.sites.contains_key(s) {
+            let known: Vec<String> = matomo.sites.keys().map(|k| k.to_string()).collect();
+            return Err(usage(format!(
+                "site {s} does not exist in this Matomo; sites: {}",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Chooses how user ids are looked up, and says why.
+pub async fn decide_lookup(
+    conn: &mut MySqlConnection,
+    matomo: &Matomo,
+    subjects: &Subjects,
+) -> anyhow::Result<LookupDecision> {
+    let args = &subjects.args;
+    if !subjects.has_user_ids() {
+        return Ok(LookupDecision {
+            mode: "none",
+            reason: "no user ids given; visitor ids and visit ids always use an index".into(),
+        });
+    }
+    if args.match_mode == MatchMode::Collation {
+        return Ok(LookupDecision {
+            mode: "scan",
+            reason: "--match collation compares under the column collation, which only a scan \
+                     can do"
+                .into(),
+        });
+    }
+    match args.lookup {
+        Lookup::Index => {
+            return Ok(LookupDecision {
+                mode: "index",
+                reason: "--lookup index".into(),
+            })
+        }
+        Lookup::Scan => {
+            return Ok(LookupDecision {
+                mode: "scan",
+                reason: "--lookup scan".into(),
+            })
+        }
+        Lookup::Auto => {}
+    }
+    if let Some(v) = &matomo.version {
+        if v.starts_with("3.13.") || v.starts_with("3.14.") {
+            return Ok(LookupDecision {
+                mode: "scan",
+                reason: format!(
+                    "Matomo {v}: 3.13 and 3.14 do not derive the visitor id from the user id"
+                ),
+            });
+        }
+    }
+    let sql = format!(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(idvisitor = UNHEX(LEFT(SHA1(user_id), 16))), 0) \
+         AS UNSIGNED) FROM (SELECT idvisitor, user_id FROM {} ORDER BY idvisit DESC LIMIT {}) s \
+         WHERE user_id IS NOT NULL",
+        matomo.table("log_visit"),
+        AUTO_SAMPLE
+    );
+    let row = sqlx::query(&sql).fetch_one(&mut *conn).await?;
+    let with_uid: i64 = row.try_get(0)?;
+    let linked: u64 = row.try_get(1)?;
+    Ok(if with_uid == 0 {
+        LookupDecision {
+            mode: "index",
+            reason: format!(
+                "none of the newest {AUTO_SAMPLE} visits has a user id to measure; Matomo 4+ \
+                 derives idvisitor from the user id by default (use --lookup scan if this \
+                 install turned that off)"
+            ),
+        }
+    } else if linked as f64 >= 0.99 * with_uid as f64 {
+        LookupDecision {
+            mode: "index",
+            reason: format!(
+                "idvisitor is derived from the user id in {linked} of {with_uid} sampled visits \
+                 with a user id"
+            ),
+        }
+    } else {
+        LookupDecision {
+            mode: "scan",
+            reason: format!(
+                "idvisitor is derived from the user id in only {linked} of {with_uid} sampled \
+                 visits with a user id (enable_userid_overwrites_visitorid off?)"
+            ),
+        }
+    })
+}
+
+/// Streams the visits of the subjects in batches. Each call to `next_batch` runs a bounded
+/// amount of SQL and returns what it found; None at the end.
+pub struct Finder<'m> {
+    matomo: &'m Matomo,
+    subjects: Subjects,
+    scan: bool,
+    stage: Stage,
+    lines: Option<UserIdLines>,
+    args_pos: usize,
+    site_clause: String,
+    time_clause: String,
+    pub near_matches: Vec<NearMatch>,
+    pub near_match_limit: usize,
+    pub near_matches_total: u64,
+    pub user_ids_seen: u64,
+    /// Receipt hashes of user ids that matched no visit (bounded list, full count).
+    pub unmatched: Vec<String>,
+    pub unmatched_total: u64,
+    scan_state: Option<ScanPass>,
+}
+
+enum Stage {
+    VisitIds(usize),
+    VisitorIds(usize),
+    UserIds,
+    Done,
+}
+
+struct ScanPass {
+    batch: Vec<UserIdSubject>,
+    by_stored: HashMap<String, usize>,
+    matched: Vec<bool>,
+    next: u64,
+    max: u64,
+}
+
+impl<'m> Finder<'m> {
+    pub fn new(matomo: &'m Matomo, subjects: Subjects, decision: &LookupDecision) -> Finder<'m> {
+        let args = &subjects.args;
+        let sites: Vec<u32> = args.sites.clone();
+        let site_clause = if sites.is_empty() {
+            String::new()
+        } else {
+            format!(" AND idsite IN ({})", int_list(&sites))
+        };
+        let mut time_clause = String::new();
+        if let Some(s) = args.since {
+            time_clause.push_str(&format!(" AND visit_last_action_time >= '{s} 00:00:00'"));
+        }
+        if let Some(u) = args.until {
+            time_clause.push_str(&format!(" AND visit_last_action_time < '{u} 00:00:00'"));
+        }
+        Finder {
+            matomo,
+            scan: decision.mode == "scan",
+            subjects,
+            stage: Stage::VisitIds(0),
+            lines: None,
+            args_pos: 0,
+            site_clause,
+            time_clause,
+            near_matches: Vec::new(),
+            near_match_limit: 1000,
+            near_matches_total: 0,
+            user_ids_seen: 0,
+            unmatched: Vec::new(),
+            unmatched_total: 0,
+            scan_state: None,
+        }
+    }
+
+    pub async fn next_batch(
+        &mut self,
+        conn: &mut MySqlConnection,
+    ) -> anyhow::Result<Option<Vec<VisitRow>>> {
+        loop {
+            match self.stage {
+                Stage::VisitIds(pos) => {
+                    let ids = &self.subjects.visit_ids;
+                    if pos >= ids.len() {
+                        self.stage = Stage::VisitorIds(0);
+                        continue;
+                    }
+                    let end = (pos + 1000).min(ids.len());
+                    let sql = format!(
+                        "SELECT {} FROM {} WHERE idvisit IN ({}){}{}",
+                        VISIT_COLUMNS,
+                        self.matomo.table("log_visit"),
+                        int_list(&ids[pos..end]),
+                        self.site_clause,
+                        self.time_clause
+                    );
+                    self.stage = Stage::VisitIds(end);
+                    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+                    return Ok(Some(rows.iter().map(visit_row).collect::<Result<_, _>>()?));
+                }
+                Stage::VisitorIds(pos) => {
+                    let ids = &self.subjects.visitor_ids;
+                    if pos >= ids.len() {
+                        self.stage = Stage::UserIds;
+                        continue;
+                    }
+                    let end = (pos + INDEX_BATCH).min(ids.len());
+                    let batch: Vec<[u8; 8]> = ids[pos..end].to_vec();
+                    self.stage = Stage::VisitorIds(end);
+                    let rows = self.probe_index(conn, &batch, None).await?;
+                    return Ok(Some(rows.into_iter().map(|(v, _)| v).collect()));
+                }
+                Stage::UserIds => {
+                    if !self.subjects.has_user_ids() {
+                        self.stage = Stage::Done;
+                        continue;
+                    }
+                    let found = if self.scan {
+                        self.next_scan(conn).await?
+                    } else {
+                        self.next_index(conn).await?
+                    };
+                    match found {
+                        Some(rows) => return Ok(Some(rows)),
+                        None => self.stage = Stage::Done,
+                    }
+                }
+                Stage::Done => return Ok(None),
+            }
+        }
+    }
+
+    /// The next user id from `--user-id` then `--user-ids-file`.
+    fn next_user_id(&mut self) -> anyhow::Result<Option<UserIdSubject>> {
+        let typed = if self.args_pos < self.subjects.user_ids.len() {
+            self.args_pos += 1;
+            Some(self.subjects.user_ids[self.args_pos - 1].clone())
+        } else if self.subjects.user_ids_file.is_some() {
+            if self.lines.is_none() {
+                self.lines = self.subjects.open_lines()?;
+            }
+            self.lines
+                .as_mut()
+                .map(|l| l.next_id())
+                .transpose()?
+                .flatten()
+        } else {
+            None
+        };
+        match typed {
+            Some(t) => {
+                self.user_ids_seen += 1;
+                Ok(Some(UserIdSubject::new(&t, &self.matomo.rules)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn take_user_ids(&mut self, n: usize) -> anyhow::Result<Vec<UserIdSubject>> {
+        let mut batch = Vec::with_capacity(n);
+        while batch.len() < n {
+            match self.next_user_id()? {
+                Some(s) => batch.push(s),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn next_index(
+        &mut self,
+        conn: &mut MySqlConnection,
+    ) -> anyhow::Result<Option<Vec<VisitRow>>> {
+        let batch = self.take_user_ids(INDEX_BATCH)?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let mut wanted: HashMap<[u8; 8], Vec<(String, usize)>> = HashMap::new();
+        for (i, s) in batch.iter().enumerate() {
+            for f in &s.forms {
+                wanted
+                    .entry(f.idvisitor)
+                    .or_default()
+                    .push((f.stored.clone(), i));
+            }
+        }
+        let idvisitors: Vec<[u8; 8]> = wanted.keys().copied().collect();
+        let rows = self.probe_index(conn, &idvisitors, Some(())).await?;
+        let mut matched = vec![false; batch.len()];
+        let mut out = Vec::new();
+        for (visit, extra) in rows {
+            let Some((idvisitor, user_id)) = extra else {
+                continue;
+            };
+            let Some(user_id) = user_id else { continue };
+            if let Some(forms) = wanted.get(&idvisitor) {
+                if let Some((_, i)) = forms.iter().find(|(stored, _)| *stored == user_id) {
+                    matched[*i] = true;
+                    out.push(visit);
+                }
+            }
+        }
+        self.note_unmatched(&batch, &matched);
+        Ok(Some(out))
+    }
+
+    fn note_unmatched(&mut self, batch: &[UserIdSubject], matched: &[bool]) {
+        for (s, m) in batch.iter().zip(matched) {
+            if !m {
+                self.unmatched_total += 1;
+                if self.unmatched.len() < 1000 {
+                    self.unmatched.push(s.receipt_hash.clone());
+                }
+            }
+        }
+    }
+
+    /// Probes `(idsite, idvisitor)` for every site in groups, so that the range optimizer sees
+    /// at most a few thousand (site, visitor) pairs per query and never falls back to a scan.
+    async fn probe_index(
+        &self,
+        conn: &mut MySqlConnection,
+        idvisitors: &[[u8; 8]],
+        with_user_id: Option<()>,
+    ) -> anyhow::Result<Vec<(VisitRow, Option<([u8; 8], Option<String>)>)>> {
+        let sites: Vec<u32> = if self.subjects.args.sites.is_empty() {
+            self.matomo.sites.keys().copied().collect()
+        } else {
+            self.subjects.args.sites.clone()
+        };
+        let mut out = Vec::new();
+        if idvisitors.is_empty() || sites.is_empty() {
+            return Ok(out);
+        }
+        let per_query = (4000 / idvisitors.len()).max(1);
+        for group in sites.chunks(per_query) {
+            let sql = format!(
+                "SELECT {}, idvisitor, CAST(user_id AS BINARY) FROM {} \
+                 WHERE idsite IN ({}) AND idvisitor IN ({}){}",
+                VISIT_COLUMNS,
+                self.matomo.table("log_visit"),
+                int_list(group),
+                placeholders(idvisitors.len()),
+                self.time_clause
+            );
+            let mut q: Query<'_, MySql, MySqlArguments> = sqlx::query(&sql);
+            for v in idvisitors {
+                q = q.bind(v.to_vec());
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                let visit = visit_row(&r)?;
+                let extra = with_user_id
+                    .map(|_| -> anyhow::Result<_> {
+                        let idv: Vec<u8> = r.try_get(4)?;
+                        let uid: Option<Vec<u8>> = r.try_get(5)?;
+                        let mut a = [0u8; 8];
+                        if idv.len() == 8 {
+                            a.copy_from_slice(&idv);
+                        }
+                        Ok((a, uid.and_then(|u| String::from_utf8(u).ok())))
+                    })
+                    .transpose()?;
+                out.push((visit, extra));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn next_scan(
+        &mut self,
+        conn: &mut MySqlConnection,
+    ) -> anyhow::Result<Option<Vec<VisitRow>>> {
+        loop {
+            if self.scan_state.is_none() {
+                let batch = self.take_user_ids(SCAN_BATCH)?;
+                if batch.is_empty() {
+                    return Ok(None);
+                }
+                let row = sqlx::query(&format!(
+                    "SELECT COALESCE(MIN(idvisit), 0), COALESCE(MAX(idvisit), 0) FROM {}",
+                    self.matomo.table("log_visit")
+                ))
+                .fetch_one(&mut *conn)
+                .await?;
+                let (min, max): (u64, u64) = (row.try_get(0)?, row.try_get(1)?);
+                let mut by_stored = HashMap::new();
+                for (i, s) in batch.iter().enumerate() {
+                    for f in &s.forms {
+                        by_stored.insert(f.stored.clone(), i);
+                    }
+                }
+                let matched = vec![false; batch.len()];
+                self.scan_state = Some(ScanPass {
+                    batch,
+                    by_stored,
+                    matched,
+                    next: min,
+                    max,
+                });
+            }
+            let pass = self.scan_state.as_mut().expect("scan pass set above");
+            if pass.max == 0 || pass.next > pass.max {
+                let pass = self.scan_state.take().expect("scan pass set above");
+                self.note_unmatched(&pass.batch, &pass.matched);
+                continue;
+            }
+            let start = pass.next;
+            let end = start.saturating_add(SCAN_RANGE - 1);
+            pass.next = end.saturating_add(1);
+            let forms: Vec<&String> = pass.by_stored.keys().collect();
+            let sql = format!(
+                "SELECT {}, CAST(user_id AS BINARY) FROM {} \
+                 WHERE idvisit BETWEEN {start} AND {end} AND user_id IN ({}){}{}",
+                VISIT_COLUMNS,
+                self.matomo.table("log_visit"),
+                placeholders(forms.len()),
+                self.site_clause,
+                self.time_clause
+            );
+            let mut q: Query<'_, MySql, MySqlArguments> = sqlx::query(&sql);
+            for f in &forms {
+                q = q.bind(f.as_str());
+            }
+            let rows = q.fetch_all(&mut *conn).await?;
+            let collation = self.subjects.args.match_mode == MatchMode::Collation;
+            let mut out = Vec::new();
+            let mut near = Vec::new();
+            for r in &rows {
+                let visit = visit_row(r)?;
+                let uid: Option<Vec<u8>> = r.try_get(4)?;
+                let uid = uid
+                    .and_then(|u| String::from_utf8(u).ok())
+                    .unwrap_or_default();
+                if let Some(i) = pass.by_stored.get(&uid) {
+                    pass.matched[*i] = true;
+                    out.push(visit);
+                } else {
+                    near.push(NearMatch {
+                        idsite: visit.idsite,
+                        idvisit: visit.idvisit,
+                        differs_by: differs_by(&uid, pass.by_stored.keys()),
+                        user_id_hash: receipt_hash(&uid),
+                        erased: collation,
+                    });
+                    if collation {
+                        out.push(visit);
+                    }
+                }
+            }
+            for n in near {
+                self.near_matches_total += 1;
+                if self.near_matches.len() < self.near_match_limit {
+                    self.near_matches.push(n);
+                }
+            }
+            return Ok(Some(out));
+        }
+    }
+}
+
+fn differs_by<'a>(stored: &str, forms: impl Iterator<Item = &'a String>) -> &'static str {
+    let mut best = "accents or other characters";
+    for f in forms {
+        if f.to_lowercase() == stored.to_lowercase() {
+            return "case";
+        }
+        if f.trim_end() == stored.trim_end() {
+            best = "trailing spaces";
+        }
+    }
+    best
+}
+
+fn visit_row(r: &sqlx::mysql::MySqlRow) -> Result<VisitRow, sqlx::Error> {
+    Ok(VisitRow {
+        idvisit: r.try_get(0)?,
+        idsite: r.try_get(1)?,
+        first_action: r.try_get(2)?,
+        last_action: r.try_get(3)?,
+    })
+}
