@@ -523,7 +523,8 @@ impl<'m> Finder<'m> {
                     return Ok(None);
                 }
                 let row = sqlx::query(&format!(
-                    "SELECT COALESCE(MIN(idvisit), 0), COALESCE(MAX(idvisit), 0) FROM {}",
+                    "SELECT CAST(COALESCE(MIN(idvisit), 0) AS UNSIGNED), \
+                     CAST(COALESCE(MAX(idvisit), 0) AS UNSIGNED) FROM {}",
                     self.matomo.table("log_visit")
                 ))
                 .fetch_one(&mut *conn)

@@ -1,0 +1,240 @@
+//! Test harness: scratch databases on the real MariaDB at 127.0.0.1:3306, the real fixtures,
+//! the built binary, and checksums of log tables. Every test makes its own database and drops
+//! it, so tests run in parallel.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const HOST: &str = "127.0.0.1";
+pub const PORT: &str = "3306";
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("shared")
+        .join("fixtures")
+        .join(name)
+}
+
+pub const THREE_SITES: &str = "matomo-5.0.2-three-sites.sql.gz";
+pub const OMNI: &str = "matomo-5.1-omnifixture.sql.gz";
+
+/// Runs SQL through the mariadb client as root; panics with the error on failure.
+pub fn mariadb(db: Option<&str>, sql: &str) -> String {
+    let mut cmd = Command::new("mariadb");
+    cmd.args(["-h", HOST, "-P", PORT, "-uroot", "-N", "-B", "-e", sql]);
+    if let Some(db) = db {
+        cmd.arg(db);
+    }
+    let out = cmd.output().expect("mariadb client runs");
+    assert!(
+        out.status.success(),
+        "SQL failed: {sql:.300}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8 output")
+}
+
+pub struct ScratchDb {
+    pub name: String,
+}
+
+impl ScratchDb {
+    pub fn new(hint: &str) -> ScratchDb {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "me_t_{hint}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        mariadb(
+            None,
+            &format!("DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`"),
+        );
+        ScratchDb { name }
+    }
+
+    pub fn with_fixture(hint: &str, file: &str) -> ScratchDb {
+        let db = ScratchDb::new(hint);
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "zcat '{}' | mariadb -h {HOST} -P {PORT} -uroot '{}'",
+                fixture(file).display(),
+                db.name
+            ))
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "loading {file} failed");
+        db
+    }
+
+    /// A database with our Matomo 5 schema (sql/schema.sql) under the given prefix.
+    pub fn with_schema(hint: &str, prefix: &str) -> ScratchDb {
+        let db = ScratchDb::new(hint);
+        let schema = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/schema.sql"),
+        )
+        .expect("sql/schema.sql exists")
+        .replace("{{PREFIX}}", prefix);
+        let mut child = Command::new("mariadb")
+            .args(["-h", HOST, "-P", PORT, "-uroot", &db.name])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("mariadb runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(schema.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "loading sql/schema.sql failed"
+        );
+        db
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@{HOST}:{PORT}/{}", self.name)
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        mariadb(Some(&self.name), sql)
+    }
+
+    /// One scalar as text.
+    pub fn scalar(&self, sql: &str) -> String {
+        self.sql(sql).trim().to_owned()
+    }
+
+    pub fn count(&self, sql: &str) -> u64 {
+        self.scalar(sql)
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number from {sql}"))
+    }
+
+    /// Checksums of every row of each table (sorted by table), optionally leaving out rows of
+    /// some visits: (table, row count, checksum).
+    pub fn checksums(
+        &self,
+        tables: &[&str],
+        except_idvisits: &[u64],
+    ) -> Vec<(String, u64, String)> {
+        let mut out = Vec::new();
+        for t in tables {
+            let cols = self.sql(&format!(
+                "SELECT GROUP_CONCAT(CONCAT('IFNULL(HEX(`', column_name, '`), ''~'')') \
+                 ORDER BY ordinal_position SEPARATOR ',') FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = '{t}'"
+            ));
+            let cols = cols.trim();
+            assert!(
+                !cols.is_empty() && cols != "NULL",
+                "table {t} has no columns"
+            );
+            let has_idvisit = self.count(&format!(
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() \
+                 AND table_name = '{t}' AND column_name = 'idvisit'"
+            )) > 0;
+            let filter = if has_idvisit && !except_idvisits.is_empty() {
+                format!(
+                    " WHERE idvisit NOT IN ({})",
+                    except_idvisits
+                        .iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            } else {
+                String::new()
+            };
+            let row = self.scalar(&format!(
+                "SELECT CONCAT(COUNT(*), ' ', COALESCE(SUM(CRC32(CONCAT_WS('|', {cols}))), 0), \
+                 ' ', COALESCE(BIT_XOR(CRC32(MD5(CONCAT_WS('|', {cols})))), 0)) FROM `{t}`{filter}"
+            ));
+            let (n, sum) = row.split_once(' ').unwrap();
+            out.push((t.to_string(), n.parse().unwrap(), sum.to_string()));
+        }
+        out
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", HOST, "-P", PORT, "-uroot", "-e"])
+            .arg(format!("DROP DATABASE IF EXISTS `{}`", self.name))
+            .output();
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_matomo-erase")
+}
+
+/// Runs matomo-erase with the arguments and no DATABASE_URL from the environment.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("MATOMO_ERASE_CRASH_AT")
+        .output()
+        .expect("binary runs")
+}
+
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("MATOMO_ERASE_CRASH_AT");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and parses the JSON document on stdout; asserts the exit code.
+pub fn run_json(args: &[&str], code: i32) -> serde_json::Value {
+    let o = run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit code of {args:?}\nstdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON from {args:?}: {e}\n{}", stdout(&o)))
+}
+
+pub const CORE_LOG_TABLES: [&str; 4] = [
+    "log_visit",
+    "log_link_visit_action",
+    "log_conversion",
+    "log_conversion_item",
+];
+
+/// Site-days of a report as sorted "idsite date" strings.
+pub fn site_days(doc: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = doc["site_days"]
+        .as_array()
+        .expect("site_days list")
+        .iter()
+        .map(|d| format!("{} {}", d["idsite"], d["date"].as_str().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
