@@ -238,3 +238,68 @@ pub fn site_days(doc: &serde_json::Value) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Builds small Matomo data sets row by row on a schema database.
+pub struct Data<'a> {
+    pub db: &'a ScratchDb,
+    pub p: String,
+}
+
+impl<'a> Data<'a> {
+    pub fn new(db: &'a ScratchDb, prefix: &str) -> Data<'a> {
+        Data {
+            db,
+            p: prefix.to_owned(),
+        }
+    }
+
+    pub fn site(&self, idsite: u32, timezone: &str) {
+        self.db.sql(&format!(
+            "INSERT INTO `{p}site` (idsite, name, main_url, ts_created, sitesearch_keyword_parameters, \
+             sitesearch_category_parameters, timezone, currency, excluded_ips, excluded_parameters, \
+             excluded_user_agents, excluded_referrers, `group`, type) VALUES ({idsite}, 'site {idsite}', \
+             'https://example.org', '2020-01-01', '', '', '{timezone}', 'EUR', '', '', '', '', '', 'website')",
+            p = self.p
+        ));
+    }
+
+    /// A visit; the idvisitor is derived from the user id as Matomo 4+ does, else given.
+    pub fn visit(&self, idvisit: u64, idsite: u32, user_id: Option<&str>, first: &str, last: &str) {
+        let (uid, idvisitor) = match user_id {
+            Some(u) => {
+                let esc = u.replace('\'', "''").replace('\\', "\\\\");
+                (
+                    format!("'{esc}'"),
+                    format!("UNHEX(LEFT(SHA1('{esc}'), 16))"),
+                )
+            }
+            None => (
+                "NULL".to_owned(),
+                format!("UNHEX(LPAD(HEX({idvisit}), 16, '0'))"),
+            ),
+        };
+        self.db.sql(&format!(
+            "INSERT INTO `{p}log_visit` (idvisit, idsite, idvisitor, visit_last_action_time, config_id, \
+             location_ip, user_id, visit_first_action_time, visit_total_time) VALUES ({idvisit}, {idsite}, \
+             {idvisitor}, '{last}', X'0102030405060708', X'7F000001', {uid}, '{first}', 0)",
+            p = self.p
+        ));
+    }
+
+    pub fn action(&self, idvisit: u64, server_time: &str) {
+        self.db.sql(&format!(
+            "INSERT INTO `{p}log_link_visit_action` (idsite, idvisitor, idvisit, server_time, idaction_url) \
+             SELECT idsite, idvisitor, idvisit, '{server_time}', 1 FROM `{p}log_visit` WHERE idvisit = {idvisit}",
+            p = self.p
+        ));
+    }
+
+    pub fn conversion(&self, idvisit: u64, server_time: &str, idgoal: i32) {
+        self.db.sql(&format!(
+            "INSERT INTO `{p}log_conversion` (idvisit, idsite, idvisitor, server_time, idgoal, buster, url) \
+             SELECT idvisit, idsite, idvisitor, '{server_time}', {idgoal}, {idvisit}, 'https://example.org/' \
+             FROM `{p}log_visit` WHERE idvisit = {idvisit}",
+            p = self.p
+        ));
+    }
+}
