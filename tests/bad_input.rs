@@ -1,0 +1,291 @@
+//! Bad input: each case gives a clear message naming the problem and the fix, a distinct
+//! non-zero exit code, and leaves the database unchanged.
+
+mod common;
+use common::*;
+
+fn fingerprint(db: &ScratchDb) -> Vec<(String, u64, String)> {
+    let tables: Vec<String> = CORE_LOG_TABLES
+        .iter()
+        .map(|t| format!("matomo_{t}"))
+        .chain(["matomo_option".to_string()])
+        .collect();
+    let t: Vec<&str> = tables.iter().map(String::as_str).collect();
+    db.checksums(&t, &[])
+}
+
+fn tables_in(db: &ScratchDb) -> u64 {
+    db.count("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()")
+}
+
+fn assert_fails(args: &[&str], code: i32, needles: &[&str]) -> String {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit code of {args:?}; stderr: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "stderr of {args:?} lacks {n:?}: {err}");
+    }
+    err
+}
+
+#[test]
+fn each_bad_input_is_refused_and_changes_nothing() {
+    let db = ScratchDb::with_fixture("bad", THREE_SITES);
+    let url = db.url();
+    let before = fingerprint(&db);
+    let tables_before = tables_in(&db);
+    let e = |extra: &[&str]| {
+        let mut a = vec!["erase", "--database-url", url.as_str(), "--execute"];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let call = |args: Vec<String>, code: i32, needles: &[&str]| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_fails(&refs, code, needles)
+    };
+
+    call(e(&["--user-id", ""]), 2, &["empty", "--user-id"]);
+    call(
+        e(&["--user-ids-file", "/nonexistent/ids.txt"]),
+        2,
+        &["/nonexistent/ids.txt", "does not exist"],
+    );
+    call(
+        e(&["--visitor-id", "not-hex-at-all!"]),
+        2,
+        &["invalid visitor id", "16 hexadecimal"],
+    );
+    call(
+        e(&["--visitor-id", "59efd53f1af69d6"]),
+        2,
+        &["invalid visitor id"],
+    );
+    call(e(&[]), 2, &["no subject given"]);
+    call(
+        e(&["--user-id", "a", "--site", "99"]),
+        2,
+        &["site 99 does not exist", "1, 2, 3"],
+    );
+    call(
+        e(&["--user-id", "a", "--prefix", "piwik_"]),
+        2,
+        &["piwik_", "\"matomo_\"", "--prefix"],
+    );
+    call(
+        e(&[
+            "--user-id",
+            "a",
+            "--since",
+            "2024-02-01",
+            "--until",
+            "2024-01-01",
+        ]),
+        2,
+        &["--since"],
+    );
+    call(
+        e(&["--user-id", "a", "--max-load", "Threads_running"]),
+        2,
+        &["VAR=N"],
+    );
+    call(
+        e(&["--user-id", "a", "--chunk-size", "0"]),
+        2,
+        &["chunk-size"],
+    );
+
+    assert_eq!(fingerprint(&db), before);
+    assert_eq!(
+        tables_in(&db),
+        tables_before,
+        "no journal table was created"
+    );
+}
+
+#[test]
+fn not_a_matomo_database_is_refused() {
+    let db = ScratchDb::new("notmatomo");
+    db.sql("CREATE TABLE customers (id INT PRIMARY KEY, email VARCHAR(100)); INSERT INTO customers VALUES (1, 'a@b.c')");
+    let err = assert_fails(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--user-id",
+            "a@b.c",
+            "--execute",
+        ],
+        2,
+        &["no Matomo log tables", "is this the Matomo database?"],
+    );
+    assert!(!err.contains("a@b.c"));
+    assert_eq!(db.count("SELECT COUNT(*) FROM customers"), 1);
+    assert_eq!(tables_in(&db), 1);
+}
+
+#[test]
+fn unreachable_server_and_wrong_password_are_connection_errors() {
+    assert_fails(
+        &[
+            "inspect",
+            "--database-url",
+            "mysql://root@127.0.0.1:1/matomo",
+        ],
+        3,
+        &[
+            "cannot connect to root@127.0.0.1:1/matomo",
+            "running and reachable",
+        ],
+    );
+    let err = assert_fails(
+        &[
+            "inspect",
+            "--database-url",
+            "mysql://root:S3cretPw!@127.0.0.1:3306/mysql",
+        ],
+        3,
+        &["refused the login", "password"],
+    );
+    assert!(!err.contains("S3cretPw"), "the password leaked: {err}");
+    let err = assert_fails(
+        &[
+            "inspect",
+            "--database-url",
+            "mysql://root:S3cretPw@127.0.0.1:notaport/x",
+        ],
+        2,
+        &["cannot read the database URL"],
+    );
+    assert!(!err.contains("S3cretPw"), "the password leaked: {err}");
+    assert_fails(&["inspect"], 2, &["no database given", "--database-url"]);
+    assert_fails(
+        &["inspect", "--matomo-config", "/nonexistent/config.ini.php"],
+        2,
+        &["cannot read Matomo's config"],
+    );
+}
+
+#[test]
+fn missing_delete_privilege_names_the_grant_and_changes_nothing() {
+    let db = ScratchDb::with_fixture("nogrant", THREE_SITES);
+    let user = format!("me_ro_{}", std::process::id());
+    mariadb(None, &format!(
+        "DROP USER IF EXISTS '{user}'@'127.0.0.1'; CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw{user}'; \
+         GRANT SELECT ON `{}`.* TO '{user}'@'127.0.0.1'",
+        db.name
+    ));
+    let before = fingerprint(&db);
+    let tables_before = tables_in(&db);
+    let url = format!("mysql://{user}:pw{user}@127.0.0.1:3306/{}", db.name);
+    // Planning needs only SELECT.
+    let o = run(&[
+        "erase",
+        "--database-url",
+        &url,
+        "--user-id",
+        "alice.peer@example.org",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = assert_fails(
+        &[
+            "erase",
+            "--database-url",
+            &url,
+            "--user-id",
+            "alice.peer@example.org",
+            "--execute",
+        ],
+        3,
+        &[
+            "missing privilege",
+            "GRANT SELECT, DELETE ON",
+            "matomo_log_",
+        ],
+    );
+    assert!(!err.contains(&format!("pw{user}")));
+    assert_eq!(fingerprint(&db), before);
+    assert_eq!(tables_in(&db), tables_before);
+
+    // With DELETE and INSERT but no CREATE, the journal table cannot be made: named, no change.
+    mariadb(None, &format!(
+        "GRANT DELETE ON `{}`.* TO '{user}'@'127.0.0.1'; GRANT INSERT ON `{}`.`matomo_option` TO '{user}'@'127.0.0.1'",
+        db.name, db.name
+    ));
+    assert_fails(
+        &[
+            "erase",
+            "--database-url",
+            &url,
+            "--user-id",
+            "alice.peer@example.org",
+            "--execute",
+        ],
+        3,
+        &["journal table", "GRANT CREATE"],
+    );
+    assert_eq!(fingerprint(&db), before);
+    mariadb(None, &format!("DROP USER IF EXISTS '{user}'@'127.0.0.1'"));
+}
+
+#[test]
+fn matomo_config_is_read_for_connection_and_prefix() {
+    let db = ScratchDb::with_fixture("config", THREE_SITES);
+    let dir = std::env::temp_dir().join(format!("me_cfg_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.ini.php");
+    std::fs::write(
+        &cfg,
+        format!(
+            "; <?php exit; ?> DO NOT REMOVE THIS LINE\n; file automatically generated\n[database]\n\
+             host = \"127.0.0.1\"\nusername = \"root\"\npassword = \"\"\ndbname = \"{}\"\n\
+             tables_prefix = \"matomo_\"\nport = 3306\ncharset = \"utf8mb4\"\n\n[General]\nsalt = \"x\"\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    let doc = run_json(
+        &[
+            "erase",
+            "--matomo-config",
+            cfg.to_str().unwrap(),
+            "--user-id",
+            "alice.peer@example.org",
+            "--json",
+        ],
+        0,
+    );
+    assert_eq!(doc["prefix"], "matomo_");
+    assert_eq!(doc["visits"], 12);
+    // --prefix overrides the config's prefix.
+    assert_fails(
+        &[
+            "inspect",
+            "--matomo-config",
+            cfg.to_str().unwrap(),
+            "--prefix",
+            "other_",
+        ],
+        2,
+        &["prefix \"other_\" is wrong", "\"matomo_\""],
+    );
+    // A socket path written into host (as Matomo does) is used as a socket.
+    let socket = mariadb(None, "SELECT @@socket");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nhost = \"{}\"\nusername = \"root\"\npassword = \"\"\ndbname = \"{}\"\ntables_prefix = \"matomo_\"\n",
+            socket.trim(),
+            db.name
+        ),
+    )
+    .unwrap();
+    let o = run(&["inspect", "--matomo-config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("root@unix:{}", socket.trim())));
+    std::fs::remove_dir_all(&dir).ok();
+}
