@@ -303,3 +303,34 @@ impl<'a> Data<'a> {
         ));
     }
 }
+
+impl ScratchDb {
+    /// A copy of another scratch database, table by table (faster than reloading a dump).
+    pub fn copy_of(hint: &str, from: &ScratchDb) -> ScratchDb {
+        let db = ScratchDb::new(hint);
+        let tables = from.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_type = 'BASE TABLE'",
+        );
+        let mut sql = String::from("SET foreign_key_checks = 0;");
+        for t in tables.lines() {
+            sql.push_str(&format!(
+                "CREATE TABLE `{0}`.`{t}` LIKE `{1}`.`{t}`; INSERT INTO `{0}`.`{t}` SELECT * FROM `{1}`.`{t}`;",
+                db.name, from.name
+            ));
+        }
+        mariadb(None, &sql);
+        db
+    }
+
+    /// Checksums of the core log tables and of the queued invalidation rows.
+    pub fn erase_state(&self, prefix: &str) -> Vec<(String, u64, String)> {
+        let mut t: Vec<String> = CORE_LOG_TABLES
+            .iter()
+            .map(|t| format!("{prefix}{t}"))
+            .collect();
+        t.push(format!("{prefix}option"));
+        let refs: Vec<&str> = t.iter().map(String::as_str).collect();
+        self.checksums(&refs, &[])
+    }
+}

@@ -1,0 +1,367 @@
+//! Faults: kill -9 at any point then a re-run, concurrent tracker writes, lock waits.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A user-ids file with the first `n` user ids of the fixture (sorted).
+fn ids_file(db: &ScratchDb, n: usize, tag: &str) -> std::path::PathBuf {
+    let ids = db.sql(&format!(
+        "SELECT DISTINCT user_id FROM matomo_log_visit WHERE user_id IS NOT NULL ORDER BY user_id LIMIT {n}"
+    ));
+    let path = std::env::temp_dir().join(format!("me_{tag}_{}.txt", std::process::id()));
+    std::fs::write(&path, ids).unwrap();
+    path
+}
+
+fn erase_args(url: &str, file: &std::path::Path) -> Vec<String> {
+    [
+        "erase",
+        "--database-url",
+        url,
+        "--user-ids-file",
+        file.to_str().unwrap(),
+        "--execute",
+        "--json",
+        "--quiet",
+        "--chunk-size",
+        "4",
+        "--chunk-time",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A tiny deterministic generator, so the kill schedule is the same on every run.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+#[test]
+fn kill_at_any_point_then_rerun_equals_one_clean_run() {
+    let template = ScratchDb::with_fixture("killtpl", THREE_SITES);
+    let file = ids_file(&template, 250, "kill");
+
+    let clean = ScratchDb::copy_of("killclean", &template);
+    let started = Instant::now();
+    let o = Command::new(bin())
+        .args(erase_args(&clean.url(), &file))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let clean_ms = started.elapsed().as_millis() as u64;
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let visits = doc["visits"].as_u64().unwrap();
+    assert!(visits > 300, "a large erase: {visits} visits");
+    let expected = clean.erase_state("matomo_");
+    drop(clean);
+
+    let mut rng = Lcg(20261203);
+    let mut kills = 0;
+    let mut points = Vec::new();
+    for run in 0..24 {
+        let db = ScratchDb::copy_of("killrun", &template);
+        let args = erase_args(&db.url(), &file);
+        // Even runs: SIGKILL after a seeded delay; odd runs: abort at a seeded chunk, just
+        // before or just after its commit.
+        if run % 2 == 0 {
+            let delay = 20 + rng.next(clean_ms.max(100));
+            let mut child = Command::new(bin())
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                kills += 1;
+            }
+            child.wait().unwrap();
+            points.push(format!("kill-9@{delay}ms"));
+        } else {
+            let chunk = 1 + rng.next(80);
+            let point = if rng.next(2) == 0 {
+                "before-commit"
+            } else {
+                "after-commit"
+            };
+            let o = Command::new(bin())
+                .args(&args)
+                .env("MATOMO_ERASE_CRASH_AT", format!("{point}:{chunk}"))
+                .output()
+                .unwrap();
+            if !o.status.success() {
+                kills += 1;
+            }
+            points.push(format!("{point}:{chunk}"));
+        }
+        // Every visit is either whole or gone in all four tables: no half chunk.
+        let partial = db.count(
+            "SELECT COUNT(*) FROM matomo_log_link_visit_action a LEFT JOIN matomo_log_visit v \
+             ON v.idvisit = a.idvisit WHERE v.idvisit IS NULL",
+        );
+        let orphan_conv = db.count(
+            "SELECT COUNT(*) FROM matomo_log_conversion c LEFT JOIN matomo_log_visit v \
+             ON v.idvisit = c.idvisit WHERE v.idvisit IS NULL",
+        );
+        let before_fixture = template.count(
+            "SELECT COUNT(*) FROM matomo_log_link_visit_action a LEFT JOIN matomo_log_visit v \
+             ON v.idvisit = a.idvisit WHERE v.idvisit IS NULL",
+        );
+        assert_eq!(
+            partial, before_fixture,
+            "run {run}: actions left without their visit"
+        );
+        assert_eq!(
+            orphan_conv, 0,
+            "run {run}: conversions left without their visit"
+        );
+
+        let o = Command::new(bin()).args(&args).output().unwrap();
+        assert!(o.status.success(), "re-run {run} failed: {}", stderr(&o));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(doc["verify"]["ok"], true);
+        let earlier = doc["earlier_runs"]["visits"].as_u64().unwrap_or(0);
+        assert_eq!(
+            earlier + doc["visits"].as_u64().unwrap(),
+            visits,
+            "run {run} ({}): the two runs together erased every visit once",
+            points[run]
+        );
+        assert_eq!(
+            db.erase_state("matomo_"),
+            expected,
+            "run {run} ({}) differs from a clean run",
+            points[run]
+        );
+    }
+    eprintln!(
+        "kill schedule: {} runs, {kills} interrupted: {}",
+        points.len(),
+        points.join(", ")
+    );
+    assert!(
+        kills >= 20,
+        "at least 20 runs were interrupted, got {kills}"
+    );
+    std::fs::remove_file(file).ok();
+}
+
+#[test]
+fn concurrent_tracker_writes_survive_the_erase() {
+    let db = ScratchDb::with_fixture("concurrent", THREE_SITES);
+    let file = ids_file(&db, 400, "conc");
+    let subject_visits = db.count(&format!(
+        "SELECT COUNT(*) FROM matomo_log_visit WHERE user_id IN ({})",
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| format!("'{l}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    let max_visit = db.count("SELECT MAX(idvisit) FROM matomo_log_visit");
+    let others: Vec<u64> = db
+        .sql(
+            "SELECT idvisit FROM matomo_log_visit WHERE user_id IS NULL ORDER BY idvisit LIMIT 200",
+        )
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+
+    // The "tracker": one client session inserting new visits with actions, and actions to
+    // other people's existing visits, in autocommit, as fast as it can.
+    let mut tracker = Command::new("mariadb")
+        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = tracker.stdin.take().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let v = max_visit + 1 + n;
+            let other = others[(n as usize) % others.len()];
+            let sql = format!(
+                "INSERT INTO matomo_log_visit (idvisit, idsite, idvisitor, visit_last_action_time, config_id, \
+                 location_ip, user_id, visit_first_action_time, visit_total_time) VALUES ({v}, 1, X'AAAAAAAAAAAAAAAA', \
+                 UTC_TIMESTAMP(), X'00', X'00', 'tracker-new', UTC_TIMESTAMP(), 0);\n\
+                 INSERT INTO matomo_log_link_visit_action (idsite, idvisitor, idvisit, server_time, idaction_url) VALUES \
+                 (1, X'AAAAAAAAAAAAAAAA', {v}, UTC_TIMESTAMP(), 999999), (1, X'AAAAAAAAAAAAAAAA', {v}, UTC_TIMESTAMP(), 999999);\n\
+                 INSERT INTO matomo_log_link_visit_action (idsite, idvisitor, idvisit, server_time, idaction_url) \
+                 SELECT idsite, idvisitor, idvisit, UTC_TIMESTAMP(), 999999 FROM matomo_log_visit WHERE idvisit = {other};\n"
+            );
+            if stdin.write_all(sql.as_bytes()).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let o = Command::new(bin())
+        .args([
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--user-ids-file",
+            file.to_str().unwrap(),
+            "--execute",
+            "--json",
+            "--quiet",
+            "--chunk-size",
+            "3",
+            "--chunk-time",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = writer.join().unwrap();
+    assert!(tracker.wait().unwrap().success());
+    assert!(o.status.success(), "erase failed: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["visits"].as_u64().unwrap(), subject_visits);
+    assert_eq!(doc["verify"]["ok"], true);
+
+    let new_visits =
+        db.count("SELECT COUNT(*) FROM matomo_log_visit WHERE user_id = 'tracker-new'");
+    let new_actions =
+        db.count("SELECT COUNT(*) FROM matomo_log_link_visit_action WHERE idaction_url = 999999");
+    assert_eq!(
+        new_visits, rounds,
+        "every visit the tracker inserted survives"
+    );
+    assert_eq!(
+        new_actions,
+        rounds * 3,
+        "every action the tracker inserted survives"
+    );
+    eprintln!(
+        "concurrency: {rounds} tracker rounds ({} rows inserted) during the erase, all survived; \
+         erase: {} visits, {} rows, {} chunks, {} retries",
+        rounds * 4,
+        doc["visits"],
+        doc["rows_total"],
+        doc["chunks"],
+        doc["retries"]
+    );
+    std::fs::remove_file(file).ok();
+}
+
+#[test]
+fn a_locked_row_makes_the_chunk_retry_and_never_half_commit() {
+    let db = ScratchDb::with_fixture("lockwait", THREE_SITES);
+    let alice = "alice.peer@example.org";
+    // Another session holds a lock on one action row of alice's for 4 s.
+    let holder = Command::new("mariadb")
+        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name, "-e"])
+        .arg(
+            "BEGIN; SELECT idlink_va FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; \
+             SELECT SLEEP(4); COMMIT;",
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let eraser = Command::new(bin())
+        .args([
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--user-id",
+            alice,
+            "--execute",
+            "--json",
+            "--quiet",
+            "--lock-wait-timeout",
+            "1",
+            "--chunk-size",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the lock is held, nothing of the chunk is visible as deleted: alice's
+    // conversions (deleted before the locked table) are all still there.
+    std::thread::sleep(Duration::from_millis(1800));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_log_conversion c JOIN matomo_log_visit v USING (idvisit) WHERE v.user_id = 'alice.peer@example.org'"),
+        5
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_log_visit WHERE user_id = 'alice.peer@example.org'"),
+        12
+    );
+    let out = eraser.wait_with_output().unwrap();
+    holder.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["retries"].as_u64().unwrap() >= 1,
+        "the chunk was retried: {doc}"
+    );
+    assert_eq!(doc["visits"], 12);
+    assert_eq!(doc["rows"]["log_link_visit_action"], 78);
+    assert_eq!(doc["rows"]["log_conversion"], 5);
+    assert_eq!(doc["chunks"], 1);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_log_visit WHERE user_id = 'alice.peer@example.org'"),
+        0
+    );
+}
+
+#[test]
+fn too_many_lock_waits_stop_part_way_and_a_rerun_finishes() {
+    let db = ScratchDb::with_fixture("lockstop", THREE_SITES);
+    let holder = Command::new("mariadb")
+        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name, "-e"])
+        .arg("BEGIN; SELECT * FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; SELECT SLEEP(6); COMMIT;")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let args = [
+        "erase",
+        "--database-url",
+        &db.url(),
+        "--user-id",
+        "alice.peer@example.org",
+        "--execute",
+        "--json",
+        "--quiet",
+        "--lock-wait-timeout",
+        "1",
+        "--max-retries",
+        "1",
+        "--chunk-size",
+        "100",
+    ];
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("run the same command again"));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_log_visit WHERE user_id = 'alice.peer@example.org'"),
+        12
+    );
+    holder.wait_with_output().unwrap();
+    let doc = run_json(&args, 0);
+    assert_eq!(doc["visits"], 12);
+}
