@@ -66,7 +66,7 @@ pub enum Command {
     /// List the visits of the subjects. Writes nothing.
     Find(SelectArgs),
     /// Plan (default) or, with --execute, erase the visits of the subjects.
-    Erase(EraseArgs),
+    Erase(Box<EraseArgs>),
     /// Check that nothing of the subjects remains and that every site-day is queued.
     Verify(SelectArgs),
 }
@@ -109,6 +109,10 @@ pub struct SelectArgs {
     /// A visit id, log_visit.idvisit (repeatable).
     #[arg(long = "visit-id", value_name = "N")]
     pub visit_ids: Vec<u64>,
+
+    /// A file with one visit id (log_visit.idvisit) a line, streamed.
+    #[arg(long, value_name = "PATH")]
+    pub visit_ids_file: Option<PathBuf>,
 
     /// Only these sites (repeatable).
     #[arg(long = "site", value_name = "IDSITE")]

@@ -158,6 +158,11 @@ fn run_key(matomo: &Matomo, subjects: &Subjects) -> anyhow::Result<String> {
     for v in &subjects.visit_ids {
         h.update(format!("visit:{v}\n"));
     }
+    if let Some(mut lines) = subjects.open_visit_ids()? {
+        while let Some(v) = lines.next_id()? {
+            h.update(format!("visit:{v}\n"));
+        }
+    }
     for v in &subjects.visitor_ids {
         h.update(format!("visitor:{}\n", hex::encode(v)));
     }
@@ -182,7 +187,7 @@ fn run_key(matomo: &Matomo, subjects: &Subjects) -> anyhow::Result<String> {
 struct SubjectSummary {
     user_ids: u64,
     visitor_ids: usize,
-    visit_ids: usize,
+    visit_ids: u64,
     user_ids_without_visits: u64,
     /// Receipt hashes of user ids that matched no visit (first 1000).
     user_ids_without_visits_hashes: Vec<String>,
@@ -230,7 +235,7 @@ fn summarize_subjects(subjects: &Subjects, finder: &Finder<'_>) -> SubjectSummar
     SubjectSummary {
         user_ids: finder.user_ids_seen,
         visitor_ids: subjects.visitor_ids.len(),
-        visit_ids: subjects.visit_ids.len(),
+        visit_ids: subjects.visit_ids.len() as u64 + finder.visit_ids_seen,
         user_ids_without_visits: finder.unmatched_total,
         user_ids_without_visits_hashes: finder.unmatched.clone(),
     }

@@ -67,6 +67,7 @@ pub struct Subjects {
     pub user_ids_file: Option<PathBuf>,
     pub visitor_ids: Vec<[u8; 8]>,
     pub visit_ids: Vec<u64>,
+    pub visit_ids_file: Option<PathBuf>,
     pub args: SelectArgs,
 }
 
@@ -76,10 +77,11 @@ impl Subjects {
             && args.user_ids_file.is_none()
             && args.visitor_ids.is_empty()
             && args.visit_ids.is_empty()
+            && args.visit_ids_file.is_none()
         {
             return Err(usage(
                 "no subject given: name at least one with --user-id, --user-ids-file, \
-                 --visitor-id or --visit-id",
+                 --visitor-id, --visit-id or --visit-ids-file",
             ));
         }
         if args.user_ids.iter().any(|u| u.is_empty()) {
@@ -107,6 +109,15 @@ impl Subjects {
                 )));
             }
         }
+        if let Some(path) = &args.visit_ids_file {
+            if !path.is_file() {
+                return Err(usage(format!(
+                    "the visit-ids file {} does not exist or is not a file; give an existing \
+                     file with one idvisit a line",
+                    path.display()
+                )));
+            }
+        }
         let stdin = match &args.user_ids_file {
             Some(p) if p.as_os_str() == "-" => {
                 let mut buf = Vec::new();
@@ -121,12 +132,24 @@ impl Subjects {
             user_ids_file: args.user_ids_file.clone(),
             visitor_ids,
             visit_ids: args.visit_ids.clone(),
+            visit_ids_file: args.visit_ids_file.clone(),
             args: args.clone(),
         })
     }
 
     pub fn has_user_ids(&self) -> bool {
         !self.user_ids.is_empty() || self.user_ids_file.is_some()
+    }
+
+    /// The visit-ids file as a stream of numbers.
+    pub fn open_visit_ids(&self) -> anyhow::Result<Option<VisitIdLines>> {
+        match &self.visit_ids_file {
+            Some(path) => Ok(Some(VisitIdLines {
+                lines: UserIdLines::open(path)?,
+                line: 0,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// The user-ids file (or buffered stdin) as a stream of lines.
@@ -138,6 +161,28 @@ impl Subjects {
             (Some(path), None) => Ok(Some(UserIdLines::open(path)?)),
             (None, _) => Ok(None),
         }
+    }
+}
+
+/// Visit ids, one a line; blank lines are skipped.
+pub struct VisitIdLines {
+    lines: UserIdLines,
+    line: u64,
+}
+
+impl VisitIdLines {
+    pub fn next_id(&mut self) -> anyhow::Result<Option<u64>> {
+        let Some(text) = self.lines.next_id()? else {
+            return Ok(None);
+        };
+        self.line += 1;
+        text.trim().parse().map(Some).map_err(|_| {
+            usage(format!(
+                "entry {} of the visit-ids file is not a visit id (a positive whole number): {:?}",
+                self.line,
+                crate::report::elide(text.trim())
+            ))
+        })
     }
 }
 
@@ -256,6 +301,7 @@ pub struct Finder<'m> {
     scan: bool,
     stage: Stage,
     lines: Option<UserIdLines>,
+    visit_lines: Option<VisitIdLines>,
     args_pos: usize,
     site_clause: String,
     time_clause: String,
@@ -263,6 +309,7 @@ pub struct Finder<'m> {
     pub near_match_limit: usize,
     pub near_matches_total: u64,
     pub user_ids_seen: u64,
+    pub visit_ids_seen: u64,
     /// Receipt hashes of user ids that matched no visit (bounded list, full count).
     pub unmatched: Vec<String>,
     pub unmatched_total: u64,
@@ -271,6 +318,7 @@ pub struct Finder<'m> {
 
 enum Stage {
     VisitIds(usize),
+    VisitIdsFile,
     VisitorIds(usize),
     UserIds,
     Done,
@@ -306,6 +354,7 @@ impl<'m> Finder<'m> {
             subjects,
             stage: Stage::VisitIds(0),
             lines: None,
+            visit_lines: None,
             args_pos: 0,
             site_clause,
             time_clause,
@@ -313,6 +362,7 @@ impl<'m> Finder<'m> {
             near_match_limit: 1000,
             near_matches_total: 0,
             user_ids_seen: 0,
+            visit_ids_seen: 0,
             unmatched: Vec::new(),
             unmatched_total: 0,
             scan_state: None,
@@ -328,21 +378,35 @@ impl<'m> Finder<'m> {
                 Stage::VisitIds(pos) => {
                     let ids = &self.subjects.visit_ids;
                     if pos >= ids.len() {
-                        self.stage = Stage::VisitorIds(0);
+                        self.stage = Stage::VisitIdsFile;
                         continue;
                     }
                     let end = (pos + 1000).min(ids.len());
-                    let sql = format!(
-                        "SELECT {} FROM {} WHERE idvisit IN ({}){}{}",
-                        VISIT_COLUMNS,
-                        self.matomo.table("log_visit"),
-                        int_list(&ids[pos..end]),
-                        self.site_clause,
-                        self.time_clause
-                    );
+                    let batch = ids[pos..end].to_vec();
                     self.stage = Stage::VisitIds(end);
-                    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
-                    return Ok(Some(rows.iter().map(visit_row).collect::<Result<_, _>>()?));
+                    return Ok(Some(self.visits_by_id(conn, &batch).await?));
+                }
+                Stage::VisitIdsFile => {
+                    if self.visit_lines.is_none() {
+                        self.visit_lines = self.subjects.open_visit_ids()?;
+                    }
+                    let mut batch = Vec::with_capacity(1000);
+                    if let Some(lines) = self.visit_lines.as_mut() {
+                        while batch.len() < 1000 {
+                            match lines.next_id()? {
+                                Some(id) => {
+                                    self.visit_ids_seen += 1;
+                                    batch.push(id)
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                    if batch.is_empty() {
+                        self.stage = Stage::VisitorIds(0);
+                        continue;
+                    }
+                    return Ok(Some(self.visits_by_id(conn, &batch).await?));
                 }
                 Stage::VisitorIds(pos) => {
                     let ids = &self.subjects.visitor_ids;
@@ -374,6 +438,23 @@ impl<'m> Finder<'m> {
                 Stage::Done => return Ok(None),
             }
         }
+    }
+
+    async fn visits_by_id(
+        &self,
+        conn: &mut MySqlConnection,
+        ids: &[u64],
+    ) -> anyhow::Result<Vec<VisitRow>> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE idvisit IN ({}){}{}",
+            VISIT_COLUMNS,
+            self.matomo.table("log_visit"),
+            int_list(ids),
+            self.site_clause,
+            self.time_clause
+        );
+        let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+        Ok(rows.iter().map(visit_row).collect::<Result<_, _>>()?)
     }
 
     /// The next user id from `--user-id` then `--user-ids-file`.

@@ -147,8 +147,7 @@ impl UserIdLines {
         } else {
             let file = std::fs::File::open(path).map_err(|e| {
                 usage(format!(
-                    "cannot read the user-ids file {}: {e}; give an existing file with one user \
-                     id a line, or - for standard input",
+                    "cannot read {}: {e}; give an existing file with one id a line",
                     path.display()
                 ))
             })?;
@@ -186,7 +185,7 @@ impl UserIdLines {
             }
             let line = std::str::from_utf8(&self.buf).map_err(|_| {
                 usage(format!(
-                    "line {} of the user-ids file is not valid UTF-8; save the file as UTF-8",
+                    "line {} of the ids file is not valid UTF-8; save the file as UTF-8",
                     self.line_no
                 ))
             })?;

@@ -9,7 +9,7 @@ use crate::cli::ThrottleArgs;
 use crate::connect::{self, describe_options, Target};
 use crate::error::usage;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
-use sqlx::Row;
+use sqlx::{Column, Row};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Instant;
@@ -234,25 +234,39 @@ fn text(r: &MySqlRow, i: usize) -> String {
         .unwrap_or_default()
 }
 
+/// The position of a column, found by its name in the row's own column list. Looking a name up
+/// with `try_get(name)` is not enough: for statements whose prepare step announces no columns
+/// (MariaDB's SHOW REPLICA HOSTS), sqlx keeps an empty name map and finds no name at all.
+fn column_index(r: &MySqlRow, name: &str) -> Option<usize> {
+    r.columns()
+        .iter()
+        .position(|c| c.name().eq_ignore_ascii_case(name))
+}
+
 fn number(r: &MySqlRow, name: &str) -> Option<f64> {
-    if let Ok(v) = r.try_get::<Option<u64>, _>(name) {
+    let i = column_index(r, name)?;
+    if let Ok(v) = r.try_get::<Option<u64>, _>(i) {
         return v.map(|v| v as f64);
     }
-    if let Ok(v) = r.try_get::<Option<i64>, _>(name) {
+    if let Ok(v) = r.try_get::<Option<i64>, _>(i) {
         return v.map(|v| v as f64);
     }
-    if let Ok(v) = r.try_get::<Option<String>, _>(name) {
-        return v.and_then(|s| s.parse().ok());
+    if let Ok(v) = r.try_get::<Option<u32>, _>(i) {
+        return v.map(f64::from);
     }
-    None
+    if let Ok(v) = r.try_get::<Option<i32>, _>(i) {
+        return v.map(f64::from);
+    }
+    column_text(r, name).and_then(|s| s.trim().parse().ok())
 }
 
 fn column_text(r: &MySqlRow, name: &str) -> Option<String> {
-    r.try_get::<Option<String>, _>(name)
+    let i = column_index(r, name)?;
+    r.try_get::<Option<String>, _>(i)
         .ok()
         .flatten()
         .or_else(|| {
-            r.try_get::<Option<Vec<u8>>, _>(name)
+            r.try_get::<Option<Vec<u8>>, _>(i)
                 .ok()
                 .flatten()
                 .map(|b| String::from_utf8_lossy(&b).into_owned())

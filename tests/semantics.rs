@@ -385,3 +385,62 @@ fn user_ids_file_and_stdin_give_the_same_run() {
     assert_eq!(from_stdin["run_key"], from_file["run_key"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn visit_ids_file_is_streamed_and_bad_lines_are_named() {
+    let db = ScratchDb::with_schema("visitfile", "matomo_");
+    let d = Data::new(&db, "matomo_");
+    d.site(1, "UTC");
+    db.sql(
+        "INSERT INTO matomo_log_visit (idvisit, idsite, idvisitor, visit_last_action_time, config_id, location_ip, \
+         visit_first_action_time, visit_total_time) SELECT seq, 1, X'00', '2024-01-01', X'00', X'00', '2024-01-01', 0 \
+         FROM seq_1_to_2500",
+    );
+    let dir = std::env::temp_dir().join(format!("me_vf_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("visits.txt");
+    let ids: String = (1..=2500)
+        .filter(|v| v % 2 == 0)
+        .map(|v| format!("{v}\n"))
+        .collect();
+    std::fs::write(&file, ids).unwrap();
+    let doc = erase_json(
+        &db,
+        &[
+            "--visit-ids-file",
+            file.to_str().unwrap(),
+            "--chunk-time",
+            "0",
+        ],
+        true,
+    );
+    assert_eq!(doc["visits"], 1250);
+    assert_eq!(doc["subjects"]["visit_ids"], 1250);
+    assert_eq!(db.count("SELECT COUNT(*) FROM matomo_log_visit"), 1250);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_log_visit WHERE idvisit % 2 = 0"),
+        0
+    );
+
+    std::fs::write(&file, "1\n3\nabc\n").unwrap();
+    let o = run(&[
+        "erase",
+        "--database-url",
+        &db.url(),
+        "--visit-ids-file",
+        file.to_str().unwrap(),
+        "--execute",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("entry 3 of the visit-ids file"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_log_visit"),
+        1250,
+        "nothing erased on bad input"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
