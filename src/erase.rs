@@ -265,6 +265,16 @@ impl<'m> Eraser<'m> {
         .await?;
         crate::run::crash_point("before-commit");
         tx.commit().await?;
+        if crate::run::crash_point("lose-connection-after-commit") {
+            let _ = sqlx::query("KILL CONNECTION CONNECTION_ID()")
+                .execute(&mut self.conn)
+                .await;
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection lost after commit (test hook)",
+            ))
+            .into());
+        }
 
         Ok(ChunkResult {
             chunk,

@@ -33,19 +33,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Test hook: `MATOMO_ERASE_CRASH_AT=NAME:N` aborts the process (as kill -9 would) the Nth time
-/// the named point is reached, to prove that any crash leaves whole chunks.
-pub fn crash_point(name: &str) {
+/// Test hook: `MATOMO_ERASE_CRASH_AT=NAME:N` fires the Nth time the named point is reached.
+/// `before-commit` and `after-commit` abort the process (as kill -9 would), to prove that any
+/// crash leaves whole chunks; `lose-connection-after-commit` makes the caller drop the writing
+/// connection right after a commit, as a network failure would.
+pub fn crash_point(name: &str) -> bool {
     static HITS: AtomicU32 = AtomicU32::new(0);
     let Ok(spec) = std::env::var("MATOMO_ERASE_CRASH_AT") else {
-        return;
+        return false;
     };
     let Some((point, n)) = spec.split_once(':') else {
-        return;
+        return false;
     };
-    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == n.parse().unwrap_or(0) {
-        std::process::abort();
+    if point != name || HITS.fetch_add(1, Ordering::SeqCst) + 1 != n.parse().unwrap_or(0) {
+        return false;
     }
+    if name.starts_with("lose-connection") {
+        return true;
+    }
+    std::process::abort();
 }
 
 async fn connect_and_inspect(cli: &Cli) -> anyhow::Result<(Target, MySqlConnection, Matomo)> {
@@ -410,7 +416,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                 }
                 Err(ChunkError::Other(e)) => return Err(e),
             };
-            crate::run::crash_point("after-commit");
+            crash_point("after-commit");
             let rows: u64 = r.rows.values().sum();
             tracing::info!(
                 chunk = r.chunk,

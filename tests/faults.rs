@@ -365,3 +365,103 @@ fn too_many_lock_waits_stop_part_way_and_a_rerun_finishes() {
     let doc = run_json(&args, 0);
     assert_eq!(doc["visits"], 12);
 }
+
+#[test]
+fn a_connection_killed_mid_chunk_is_reopened_and_the_chunk_retried() {
+    let db = ScratchDb::with_fixture("lostconn", THREE_SITES);
+    // Hold a lock so the chunk is caught in the middle of its deletes.
+    let holder = Command::new("mariadb")
+        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name, "-e"])
+        .arg("BEGIN; SELECT * FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; SELECT SLEEP(3); COMMIT;")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let eraser = Command::new(bin())
+        .args([
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--user-id",
+            "alice.peer@example.org",
+            "--execute",
+            "--json",
+            "--quiet",
+            "--lock-wait-timeout",
+            "20",
+            "--chunk-size",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Find the erasing session waiting in its DELETE and kill its connection.
+    let mut killed = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let id = mariadb(
+            None,
+            &format!(
+                "SELECT id FROM information_schema.processlist WHERE db = '{}' \
+                 AND info LIKE 'DELETE FROM%log_link_visit_action%' LIMIT 1",
+                db.name
+            ),
+        );
+        if !id.trim().is_empty() {
+            mariadb(None, &format!("KILL CONNECTION {}", id.trim()));
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "the erasing session was seen waiting in its delete");
+    // Nothing of the chunk is committed: the kill rolled it back.
+    assert_eq!(db.count("SELECT COUNT(*) FROM matomo_log_conversion c JOIN matomo_log_visit v USING (idvisit) WHERE v.user_id = 'alice.peer@example.org'"), 5);
+    let out = eraser.wait_with_output().unwrap();
+    holder.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["reconnects"].as_u64().unwrap() >= 1, "{doc}");
+    assert_eq!(doc["visits"], 12);
+    assert_eq!(doc["rows"]["log_link_visit_action"], 78);
+    assert_eq!(doc["verify"]["ok"], true);
+}
+
+#[test]
+fn a_commit_whose_answer_was_lost_is_found_in_the_journal_not_redone() {
+    let db = ScratchDb::with_fixture("lostcommit", THREE_SITES);
+    let o = run_env(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--user-id",
+            "alice.peer@example.org",
+            "--execute",
+            "--json",
+            "--quiet",
+            "--chunk-size",
+            "5",
+            "--chunk-time",
+            "0",
+        ],
+        &[("MATOMO_ERASE_CRASH_AT", "lose-connection-after-commit:2")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["reconnects"], 1);
+    assert_eq!(
+        doc["visits"], 12,
+        "the chunk whose answer was lost is counted once"
+    );
+    assert_eq!(doc["chunks"], 3);
+    assert_eq!(doc["rows"]["log_link_visit_action"], 78);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_matomo_erase_journal"),
+        3
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_log_visit WHERE user_id = 'alice.peer@example.org'"),
+        0
+    );
+}
