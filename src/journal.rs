@@ -35,7 +35,7 @@ pub async fn ensure(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Resu
            site_days MEDIUMTEXT NOT NULL, \
            idvisits MEDIUMTEXT NOT NULL, \
            PRIMARY KEY (run_key, chunk)\
-         ) ENGINE=InnoDB DEFAULT CHARSET=ascii",
+         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         table(matomo)
     );
     sqlx::query(&sql).execute(&mut *conn).await?;
