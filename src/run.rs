@@ -54,6 +54,30 @@ pub fn crash_point(name: &str) -> bool {
     std::process::abort();
 }
 
+/// Everything a selecting command needs before it reads visits: validated subjects (before
+/// any connection), the inspected database, and the lookup decision.
+struct Prepared {
+    target: Target,
+    conn: MySqlConnection,
+    matomo: Matomo,
+    subjects: Subjects,
+    decision: LookupDecision,
+}
+
+async fn prepare(cli: &Cli, args: &SelectArgs) -> anyhow::Result<Prepared> {
+    let subjects = Subjects::from_args(args)?;
+    let (target, mut conn, matomo) = connect_and_inspect(cli).await?;
+    check_sites(&matomo, &args.sites)?;
+    let decision = decide_lookup(&mut conn, &matomo, &subjects).await?;
+    Ok(Prepared {
+        target,
+        conn,
+        matomo,
+        subjects,
+        decision,
+    })
+}
+
 async fn connect_and_inspect(cli: &Cli) -> anyhow::Result<(Target, MySqlConnection, Matomo)> {
     let target = connect::resolve(&cli.conn)?;
     let mut conn = connect::open(&target).await?;
@@ -259,10 +283,13 @@ fn near_summary(decision: &LookupDecision, args: &SelectArgs, finder: &Finder<'_
 /// `erase`: the plan without --execute, the erasure with it.
 async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let subjects = Subjects::from_args(&args.select)?;
-    let (target, mut conn, matomo) = connect_and_inspect(cli).await?;
-    check_sites(&matomo, &args.select.sites)?;
-    let decision = decide_lookup(&mut conn, &matomo, &subjects).await?;
+    let Prepared {
+        target,
+        mut conn,
+        matomo,
+        subjects,
+        decision,
+    } = prepare(cli, &args.select).await?;
     let run_key = run_key(&matomo, &subjects)?;
     tracing::info!(lookup = decision.mode, reason = %decision.reason, run_key = %run_key, "selection");
 
@@ -656,10 +683,13 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
 
 /// `find`: the visits of the subjects with their times and rows per log table.
 async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
-    let subjects = Subjects::from_args(args)?;
-    let (_target, mut conn, matomo) = connect_and_inspect(cli).await?;
-    check_sites(&matomo, &args.sites)?;
-    let decision = decide_lookup(&mut conn, &matomo, &subjects).await?;
+    let Prepared {
+        mut conn,
+        matomo,
+        subjects,
+        decision,
+        ..
+    } = prepare(cli, args).await?;
     let mut finder = Finder::new(&matomo, subjects.clone(), &decision);
 
     #[derive(Serialize)]
@@ -772,10 +802,13 @@ async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
 
 /// `verify`: the proof for an earlier erase of the same subjects.
 async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
-    let subjects = Subjects::from_args(args)?;
-    let (_target, mut conn, matomo) = connect_and_inspect(cli).await?;
-    check_sites(&matomo, &args.sites)?;
-    let decision = decide_lookup(&mut conn, &matomo, &subjects).await?;
+    let Prepared {
+        mut conn,
+        matomo,
+        subjects,
+        decision,
+        ..
+    } = prepare(cli, args).await?;
     let run_key = run_key(&matomo, &subjects)?;
     let mut finder = Finder::new(&matomo, subjects.clone(), &decision);
     let v = verify::verify(&mut conn, &matomo, &run_key, &mut finder).await?;

@@ -74,15 +74,9 @@ struct Args {
     #[arg(long)]
     create: bool,
 
-    /// Visits end before 00:00 UTC of this day (YYYY-MM-DD); defaults to today (UTC)
+    /// Visits start in the 90 days before 00:00 UTC of this day (YYYY-MM-DD); default: today
     #[arg(long)]
     end_date: Option<NaiveDate>,
-
-    /// Write every table in one transaction per connection instead of autocommitting each
-    /// statement. MariaDB 10.6+ then uses its bulk-load path for empty tables (sorted index
-    /// builds, minimal undo). Off by default for servers without that path.
-    #[arg(long)]
-    single_transaction: bool,
 }
 
 #[tokio::main]
@@ -135,7 +129,7 @@ async fn try_main(args: Args) -> Result<()> {
     );
     write_dictionary(&mut conn, &plan, end_ts).await?;
 
-    let counts = fill_log_tables(&options, &plan, args.single_transaction).await?;
+    let counts = fill_log_tables(&options, &plan).await?;
     let fill_secs = started.elapsed().as_secs_f64();
 
     analyze(&mut conn, &plan.prefix).await?;
@@ -144,7 +138,7 @@ async fn try_main(args: Args) -> Result<()> {
     let total_rows: u64 = counts.iter().map(|(_, n)| *n).sum();
     println!("rows written:");
     for (table, rows) in &counts {
-        println!("  {:<24} {rows:>12}", format!("{}{table}", plan.prefix));
+        println!("  {:<32} {rows:>10}", format!("{}{table}", plan.prefix));
     }
     println!(
         "done: {total_rows} rows in {fill_secs:.1} s ({:.0} rows/s), {total_secs:.1} s \
@@ -621,10 +615,12 @@ struct Statement {
     sql: String,
 }
 
-/// Connections and the tables each one writes. Actions are by far the biggest table and get a
-/// connection to themselves; plugin tables are tiny and share one.
-const WRITERS: [&[usize]; 4] = [
+/// Connections and the tables each one writes. Inserting is CPU-bound in the server (parsing
+/// the values costs more than the index maintenance), so the biggest table, actions, is spread
+/// over two connections to keep every core busy; plugin tables are tiny and share one.
+const WRITERS: [&[usize]; 5] = [
     &[T_VISIT],
+    &[T_ACTION],
     &[T_ACTION],
     &[T_CONVERSION, T_ITEM],
     &[
@@ -655,11 +651,15 @@ const T_MEDIA: usize = 11;
 const T_AB: usize = 12;
 const T_CLICK: usize = 13;
 
-fn writer_of(table: usize) -> usize {
-    WRITERS
-        .iter()
-        .position(|tables| tables.contains(&table))
-        .expect("every generated table has a writer")
+/// The writers of each table, in the round-robin order full batches are handed to them.
+fn writers_by_table() -> Vec<Vec<usize>> {
+    (0..LOG_TABLES.len())
+        .map(|table| {
+            (0..WRITERS.len())
+                .filter(|w| WRITERS[*w].contains(&table))
+                .collect()
+        })
+        .collect()
 }
 
 /// Runs the generator thread and the writer connections, reporting progress until all rows
@@ -667,7 +667,6 @@ fn writer_of(table: usize) -> usize {
 async fn fill_log_tables(
     options: &MySqlConnectOptions,
     plan: &Plan,
-    single_transaction: bool,
 ) -> Result<Vec<(&'static str, u64)>> {
     let written: Arc<Vec<AtomicU64>> =
         Arc::new(LOG_TABLES.iter().map(|_| AtomicU64::new(0)).collect());
@@ -686,7 +685,7 @@ async fn fill_log_tables(
         prepare_session(&mut conn).await?;
         let written = Arc::clone(&written);
         writers.push(tokio::spawn(async move {
-            run_writer(w, conn, rx, written, single_transaction).await
+            run_writer(w, conn, rx, written).await
         }));
     }
 
@@ -766,39 +765,19 @@ async fn run_writer(
     mut conn: MySqlConnection,
     mut queue: mpsc::Receiver<Statement>,
     written: Arc<Vec<AtomicU64>>,
-    single_transaction: bool,
 ) -> Result<()> {
-    let tables: Vec<&str> = WRITERS[writer].iter().map(|t| LOG_TABLES[*t]).collect();
-    if single_transaction {
-        conn.execute("START TRANSACTION")
-            .await
-            .with_context(|| format!("cannot start a transaction for {}", tables.join(", ")))?;
-    }
-    // Rows only count as written once committed, so a single transaction reports them at the end.
-    let mut pending = vec![0u64; LOG_TABLES.len()];
+    // Each statement autocommits: MariaDB's bulk-load path for one big transaction into an
+    // empty table was measured no faster here, and it would lock out the second action writer.
     while let Some(statement) = queue.recv().await {
         conn.execute(statement.sql.as_str())
             .await
-            .with_context(|| format!("INSERT into {} failed", LOG_TABLES[statement.table]))?;
-        if single_transaction {
-            pending[statement.table] += statement.rows;
-        } else {
-            written[statement.table].fetch_add(statement.rows, Ordering::Relaxed);
-        }
-    }
-    if single_transaction {
-        let started = Instant::now();
-        conn.execute("COMMIT")
-            .await
-            .with_context(|| format!("COMMIT of {} failed", tables.join(", ")))?;
-        println!(
-            "  committed {} in {:.1} s",
-            tables.join(", "),
-            started.elapsed().as_secs_f64()
-        );
-        for (t, rows) in pending.iter().enumerate() {
-            written[t].fetch_add(*rows, Ordering::Relaxed);
-        }
+            .with_context(|| {
+                format!(
+                    "INSERT into {} failed (writer {writer})",
+                    LOG_TABLES[statement.table]
+                )
+            })?;
+        written[statement.table].fetch_add(statement.rows, Ordering::Relaxed);
     }
     conn.close().await.ok();
     Ok(())
@@ -807,6 +786,7 @@ async fn run_writer(
 // ---------------------------------------------------------------------------------------------
 // Log tables: generation
 
+/// Column lists of the tables written as one stream each (all but log_link_visit_action).
 const COLUMNS: [&str; 14] = [
     // log_visit
     "idvisit, idsite, idvisitor, visit_last_action_time, config_id, location_ip, profilable, \
@@ -822,13 +802,8 @@ const COLUMNS: [&str; 14] = [
      config_cookie, visit_total_time, location_city, location_country, location_latitude, \
      location_longitude, location_region, last_idlink_va, custom_dimension_1, \
      custom_dimension_2",
-    // log_link_visit_action
-    "idlink_va, idsite, idvisitor, idvisit, idaction_url_ref, idaction_name_ref, custom_float, \
-     pageview_position, server_time, idpageview, idaction_name, idaction_url, search_cat, \
-     search_count, time_spent_ref_action, idaction_product_cat, idaction_product_name, \
-     product_price, idaction_product_sku, idaction_event_action, idaction_event_category, \
-     time_network, time_server, time_transfer, time_dom_processing, time_dom_completion, \
-     time_on_load, time_spent, custom_dimension_3",
+    // log_link_visit_action: see ACTION_STREAMS
+    "",
     // log_conversion
     "idvisit, idsite, idvisitor, server_time, idaction_url, idlink_va, idgoal, buster, idorder, \
      items, url, revenue, revenue_shipping, revenue_subtotal, revenue_tax, revenue_discount, \
@@ -872,7 +847,71 @@ const COLUMNS: [&str; 14] = [
     "idvisit, idsite, idvisitor, server_time, adclickid, adprovider",
 ];
 
-/// Accumulates rows of one table into a multi-row INSERT.
+/// Actions of different kinds fill different columns. Each kind is its own stream of INSERTs
+/// naming only the columns it fills, because every value in the statement text costs server
+/// time even when it is NULL; this roughly halves the values sent for actions.
+macro_rules! action_columns {
+    ($($extra:literal),*) => {
+        concat!(
+            "idlink_va, idsite, idvisitor, idvisit, idaction_url_ref, idaction_name_ref, \
+             pageview_position, server_time, idpageview, idaction_url, time_spent_ref_action, \
+             time_spent"
+            $(, ", ", $extra)*
+        )
+    };
+}
+
+/// Streams are numbered like tables, plus these extra streams for log_link_visit_action
+/// (whose table number is the stream of plain page views).
+const S_PAGEVIEW: usize = T_ACTION;
+const S_PAGEVIEW_TIMED: usize = 14;
+const S_EVENT: usize = 15;
+const S_SEARCH: usize = 16;
+const S_PRODUCT: usize = 17;
+const S_LINK: usize = 18;
+const STREAMS: usize = 19;
+
+fn stream_table(stream: usize) -> usize {
+    if stream >= LOG_TABLES.len() {
+        T_ACTION
+    } else {
+        stream
+    }
+}
+
+fn stream_columns(stream: usize) -> &'static str {
+    match stream {
+        S_PAGEVIEW => action_columns!("idaction_name", "custom_dimension_3"),
+        S_PAGEVIEW_TIMED => action_columns!(
+            "idaction_name",
+            "custom_dimension_3",
+            "time_network",
+            "time_server",
+            "time_transfer",
+            "time_dom_processing",
+            "time_dom_completion",
+            "time_on_load"
+        ),
+        S_EVENT => action_columns!(
+            "idaction_name",
+            "custom_float",
+            "idaction_event_action",
+            "idaction_event_category"
+        ),
+        S_SEARCH => action_columns!("search_cat", "search_count"),
+        S_PRODUCT => action_columns!(
+            "idaction_name",
+            "idaction_product_cat",
+            "idaction_product_name",
+            "product_price",
+            "idaction_product_sku"
+        ),
+        S_LINK => action_columns!(),
+        table => COLUMNS[table],
+    }
+}
+
+/// Accumulates rows of one stream into a multi-row INSERT.
 struct Batch {
     header: String,
     sql: String,
@@ -880,19 +919,18 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(prefix: &str, table: usize) -> Batch {
+    fn new(prefix: &str, stream: usize) -> Batch {
         let header = format!(
             "INSERT INTO {} ({}) VALUES ",
-            quote_ident(&format!("{prefix}{}", LOG_TABLES[table])),
-            COLUMNS[table]
+            quote_ident(&format!("{prefix}{}", LOG_TABLES[stream_table(stream)])),
+            stream_columns(stream)
         );
         Batch {
-            sql: String::with_capacity(BATCH_MAX_BYTES + 64 * 1024),
+            sql: String::new(),
             header,
             rows: 0,
         }
     }
-
     /// Starts a row and returns the buffer to write its comma-separated values into.
     fn row(&mut self) -> &mut String {
         if self.rows == 0 {
@@ -1042,8 +1080,13 @@ struct Generator {
     plan: Plan,
     rng: StdRng,
     dict: Dictionary,
+    /// One batch per stream.
     batches: Vec<Batch>,
     senders: Vec<mpsc::Sender<Statement>>,
+    /// Writers of each table, and how many batches each table has handed out so far.
+    routes: Vec<Vec<usize>>,
+    routed: Vec<usize>,
+    /// Rows generated per table.
     generated: Vec<u64>,
     progress: Arc<AtomicU64>,
     histories: HashMap<(u8, [u8; 8]), VisitorHistory>,
@@ -1060,9 +1103,7 @@ struct Generator {
 
 impl Generator {
     fn new(plan: Plan, senders: Vec<mpsc::Sender<Statement>>, progress: Arc<AtomicU64>) -> Self {
-        let batches = (0..LOG_TABLES.len())
-            .map(|t| Batch::new(&plan.prefix, t))
-            .collect();
+        let batches = (0..STREAMS).map(|t| Batch::new(&plan.prefix, t)).collect();
         // Evenly spaced over the visit sequence, hence over the whole time window.
         let bench_visits = (0..BENCH_VISITS)
             .map(|j| (2 * j + 1) * plan.visits / (2 * BENCH_VISITS))
@@ -1075,6 +1116,8 @@ impl Generator {
             dict: Dictionary::layout(),
             batches,
             senders,
+            routes: writers_by_table(),
+            routed: vec![0; LOG_TABLES.len()],
             generated: vec![0; LOG_TABLES.len()],
             progress,
             histories: HashMap::with_capacity(plan.visits as usize),
@@ -1118,8 +1161,8 @@ impl Generator {
         }
         self.progress.store(self.plan.visits, Ordering::Relaxed);
         self.generated[T_HSR_BLOB] = u64::from(HSR_BLOBS);
-        for t in 0..LOG_TABLES.len() {
-            self.flush(t)?;
+        for stream in 0..STREAMS {
+            self.flush(stream)?;
         }
         Ok(self.generated)
     }
@@ -1303,48 +1346,27 @@ impl Generator {
             if action.kind == ActionKind::Pageview {
                 pageview_position += 1;
             }
-            let product = action.kind == ActionKind::ProductView;
-            let event = action.kind == ActionKind::Event;
-            let search = action.kind == ActionKind::Search;
-            let timing = action.kind == ActionKind::Pageview && self.rng.gen_ratio(1, 3);
-            let product_index = self.rng.gen_range(0..PRODUCTS);
-            let category = product_index % PRODUCT_CATEGORIES;
-            let spent = previous.map(|p| action.ts - p.ts);
-            let event_value = if event && self.rng.gen_ratio(1, 2) {
-                Some(self.rng.gen_range(1..100u32))
-            } else {
-                None
+            let stream = match action.kind {
+                ActionKind::Pageview if self.rng.gen_ratio(1, 3) => S_PAGEVIEW_TIMED,
+                ActionKind::Pageview => S_PAGEVIEW,
+                ActionKind::Event => S_EVENT,
+                ActionKind::Search => S_SEARCH,
+                ActionKind::ProductView => S_PRODUCT,
+                ActionKind::Download | ActionKind::Outlink => S_LINK,
             };
-            let section_dimension = if action.kind == ActionKind::Pageview {
-                Some(SECTIONS[self.rng.gen_range(0..SECTIONS.len())])
-            } else {
-                None
-            };
-            let timings: [u32; 6] = if timing {
-                [
-                    self.rng.gen_range(10..200),
-                    self.rng.gen_range(20..400),
-                    self.rng.gen_range(1..50),
-                    self.rng.gen_range(100..900),
-                    self.rng.gen_range(100..1500),
-                    self.rng.gen_range(10..300),
-                ]
-            } else {
-                [0; 6]
-            };
+            let product = self.rng.gen_range(0..PRODUCTS);
             let time_spent = self.rng.gen_range(5..240u32);
-            let b = self.batches[T_ACTION].row();
+            let extra: [u32; 6] = std::array::from_fn(|_| self.rng.gen_range(1..1000));
+
+            let b = self.batches[stream].row();
             write!(b, "({},{idsite},", action.idlink_va).unwrap();
             push_hex(b, &idvisitor);
+            // The first action of a visit refers to no previous action: Matomo stores 0 there.
             write!(
                 b,
-                ",{idvisit},{},{},{},{},",
-                previous
-                    .and_then(|p| p.idaction_url)
-                    .map_or("0".to_string(), |v| v.to_string()),
-                opt_num(previous.and_then(|p| p.idaction_name)),
-                opt_num(event_value),
-                pageview_position,
+                ",{idvisit},{},{},{pageview_position},",
+                previous.and_then(|p| p.idaction_url).unwrap_or(0),
+                previous.and_then(|p| p.idaction_name).unwrap_or(0),
             )
             .unwrap();
             push_datetime(b, action.ts);
@@ -1352,53 +1374,53 @@ impl Generator {
             b.push_str(std::str::from_utf8(&action.idpageview).unwrap());
             write!(
                 b,
-                "',{},{},",
-                opt_num(action.idaction_name),
-                opt_num(action.idaction_url)
+                "',{},{},{time_spent}",
+                opt_num(action.idaction_url),
+                opt_num(previous.map(|p| action.ts - p.ts)),
             )
             .unwrap();
-            if search {
-                b.push_str("'docs',");
-                write!(b, "{},", self.rng.gen_range(0..40u32)).unwrap();
-            } else {
-                b.push_str("NULL,NULL,");
-            }
-            write!(b, "{},", opt_num(spent)).unwrap();
-            if product {
-                write!(
-                    b,
-                    "{},{},{}.99,{},",
-                    self.dict.product_category + category,
-                    self.dict.product_name + product_index,
-                    9 + product_index,
-                    self.dict.sku + product_index
-                )
-                .unwrap();
-            } else {
-                b.push_str("NULL,NULL,NULL,NULL,");
-            }
-            if event {
-                write!(
-                    b,
-                    "{},{},",
-                    self.dict.event_action + product_index % EVENT_ACTIONS,
-                    self.dict.event_category + product_index % EVENT_CATEGORIES
-                )
-                .unwrap();
-            } else {
-                b.push_str("NULL,NULL,");
-            }
-            if timing {
-                for t in timings {
-                    write!(b, "{t},").unwrap();
+            match stream {
+                S_PAGEVIEW | S_PAGEVIEW_TIMED => {
+                    let section = SECTIONS[extra[0] as usize % SECTIONS.len()];
+                    write!(b, ",{},'{section}'", opt_num(action.idaction_name)).unwrap();
+                    if stream == S_PAGEVIEW_TIMED {
+                        // network, server, transfer, DOM processing, DOM completion, on load (ms)
+                        for (value, scale) in extra.iter().zip([5, 3, 20, 1, 1, 4]) {
+                            write!(b, ",{}", value / scale).unwrap();
+                        }
+                    }
                 }
-            } else {
-                b.push_str("NULL,NULL,NULL,NULL,NULL,NULL,");
+                S_EVENT => {
+                    let value = if extra[0] % 2 == 0 {
+                        Some(extra[1] % 100)
+                    } else {
+                        None
+                    };
+                    write!(
+                        b,
+                        ",{},{},{},{}",
+                        opt_num(action.idaction_name),
+                        opt_num(value),
+                        self.dict.event_action + product % EVENT_ACTIONS,
+                        self.dict.event_category + product % EVENT_CATEGORIES
+                    )
+                    .unwrap();
+                }
+                S_SEARCH => write!(b, ",'docs',{}", extra[0] % 40).unwrap(),
+                S_PRODUCT => write!(
+                    b,
+                    ",{},{},{},{}.99,{}",
+                    opt_num(action.idaction_name),
+                    self.dict.product_category + product % PRODUCT_CATEGORIES,
+                    self.dict.product_name + product,
+                    9 + product,
+                    self.dict.sku + product
+                )
+                .unwrap(),
+                _ => {}
             }
-            write!(b, "{time_spent},").unwrap();
-            push_opt_str(b, section_dimension);
             b.push(')');
-            self.count(T_ACTION)?;
+            self.count(stream)?;
             previous = Some(action);
         }
 
@@ -1909,30 +1931,30 @@ impl Generator {
     }
 
     /// Counts the row just written and sends the batch once it is full.
-    fn count(&mut self, table: usize) -> Result<()> {
-        self.generated[table] += 1;
-        if self.batches[table].is_full() {
-            self.flush(table)?;
+    fn count(&mut self, stream: usize) -> Result<()> {
+        self.generated[stream_table(stream)] += 1;
+        if self.batches[stream].is_full() {
+            self.flush(stream)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self, table: usize) -> Result<()> {
-        let batch = &mut self.batches[table];
+    fn flush(&mut self, stream: usize) -> Result<()> {
+        let batch = &mut self.batches[stream];
         if batch.rows == 0 {
             return Ok(());
         }
-        let sql = std::mem::replace(
-            &mut batch.sql,
-            String::with_capacity(BATCH_MAX_BYTES + 64 * 1024),
-        );
+        let table = stream_table(stream);
         let statement = Statement {
             table,
             rows: batch.rows,
-            sql,
+            sql: std::mem::replace(&mut batch.sql, String::with_capacity(BATCH_MAX_BYTES)),
         };
         batch.rows = 0;
-        self.senders[writer_of(table)]
+        let routes = &self.routes[table];
+        let writer = routes[self.routed[table] % routes.len()];
+        self.routed[table] += 1;
+        self.senders[writer]
             .blocking_send(statement)
             .map_err(|_| anyhow::anyhow!("the writer for {} stopped", LOG_TABLES[table]))
     }
