@@ -293,12 +293,13 @@ fn max_runtime_stops_part_way_and_reruns_end_as_a_clean_run_does() {
     assert_eq!(s.total(), 45);
     let args = with(
         erase_args(&db, &s),
-        &["--max-runtime", "1s", "--sleep", "200ms"],
+        &["--max-runtime", "2s", "--sleep", "200ms"],
     );
 
-    // 1 s of runtime with 200 ms between chunks of 2 visits has room for about 5 of 23 chunks.
+    // 2 s of runtime with 200 ms between chunks of 2 visits has room for about 10 of 23
+    // chunks; a busy machine makes it fewer, never all.
     let doc = json(&run_args(&args), 4);
-    assert_eq!(doc["stopped"], "max-runtime 1s reached");
+    assert_eq!(doc["stopped"], "max-runtime 2s reached");
     let erased = s.total() - s.remaining(&db);
     assert!(erased > 0 && erased < s.total(), "erased {erased} of 45");
     assert_eq!(doc["visits"], erased);
@@ -307,7 +308,7 @@ fn max_runtime_stops_part_way_and_reruns_end_as_a_clean_run_does() {
         erased,
         "whole chunks of 2"
     );
-    eprintln!("max-runtime 1s: the first run erased {erased} of 45 visits");
+    eprintln!("max-runtime 2s: the first run erased {erased} of 45 visits");
 
     // The same command again, as often as it takes; each run carries on where the last ended.
     let mut runs = 1;
@@ -319,10 +320,10 @@ fn max_runtime_stops_part_way_and_reruns_end_as_a_clean_run_does() {
             break json(&out, 0);
         }
         let doc = json(&out, 4);
-        assert_eq!(doc["stopped"], "max-runtime 1s reached");
+        assert_eq!(doc["stopped"], "max-runtime 2s reached");
         assert!(doc["earlier_runs"]["chunks"].as_u64().unwrap() > 0);
     };
-    eprintln!("max-runtime 1s: finished in {runs} runs");
+    eprintln!("max-runtime 2s: finished in {runs} runs");
     assert!(last["earlier_runs"]["visits"].as_u64().unwrap() > 0);
     assert_all_erased(&last, &db, &s);
 
