@@ -309,6 +309,10 @@ async fn history_length(conn: &mut MySqlConnection) -> anyhow::Result<Option<u64
 }
 
 /// Replicas that the primary lists, reached with the primary's credentials.
+///
+/// Limitation: the primary's database stays in the options, so a replica that filters that
+/// database out (replicate-ignore-db) cannot be logged in to and holds the erase paused;
+/// `--replica URL` without a database path avoids it.
 async fn discover_replicas(
     primary: &mut MySqlConnection,
     options: &MySqlConnectOptions,
