@@ -327,6 +327,11 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     let mut finder = Finder::new(&matomo, subjects.clone(), &decision);
     let mut site_days: BTreeSet<SiteDay> = BTreeSet::new();
 
+    // Throttle options are checked (status variable names, replica URLs) before anything is
+    // written, and in the plan too, so a plan that passes means the erase will start.
+    let mut throttle = Throttle::new(&mut conn, &target, &args.throttle).await?;
+    report.replicas = throttle.replica_note.clone();
+
     if !args.execute {
         let mut seen: HashSet<u64> = HashSet::new();
         while let Some(batch) = finder.next_batch(&mut conn).await? {
@@ -369,8 +374,6 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
 
     let mut writer = connect::open(&target).await?;
     erase::prepare_session(&mut writer, args.throttle.lock_wait_timeout).await?;
-    let mut throttle = Throttle::new(&mut writer, &target, &args.throttle).await?;
-    report.replicas = throttle.replica_note.clone();
     let mut eraser = Eraser {
         matomo: &matomo,
         target: target.clone(),
@@ -414,9 +417,12 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                         break 'outer;
                     }
                     Ok(Verdict::Pause(why)) => {
+                        // One pause is one stretch of waiting, however its reason changes.
+                        if last_pause.is_empty() {
+                            report.pauses += 1;
+                        }
                         if why != last_pause {
                             tracing::warn!("pausing: {why}");
-                            report.pauses += 1;
                             last_pause = why.clone();
                         }
                         progress.paused(&why);
