@@ -13,6 +13,8 @@
 //!
 //! Speed matters more than elegance here: rows are written as multi-row INSERT text with
 //! explicit ids, one connection per group of tables, while a single blocking thread generates.
+//! Two log_visit indexes are dropped for the duration of the fill and rebuilt at the end
+//! (see `defer_random_indexes`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -88,6 +90,7 @@ async fn main() {
 }
 
 async fn try_main(args: Args) -> Result<()> {
+    let process_started = Instant::now();
     if args.visits < BENCH_VISITS {
         bail!("--visits must be at least {BENCH_VISITS} (the bench subject has that many visits)");
     }
@@ -120,7 +123,8 @@ async fn try_main(args: Args) -> Result<()> {
 
     let started = Instant::now();
     println!(
-        "generating {} visits (seed {}, {} .. {} UTC) into prefix '{}'",
+        "setup took {:.1} s; generating {} visits (seed {}, {} .. {} UTC) into prefix '{}'",
+        process_started.elapsed().as_secs_f64(),
         plan.visits,
         plan.seed,
         fmt_datetime(plan.window_start),
@@ -132,7 +136,11 @@ async fn try_main(args: Args) -> Result<()> {
     let deferred = defer_random_indexes(&mut conn, &plan.prefix).await?;
     let filled = fill_log_tables(&options, &plan).await;
     // Restore the indexes even after a failed fill, so the schema stays Matomo's.
-    restore_indexes(&mut conn, &plan.prefix, &deferred).await?;
+    let restored = restore_indexes(&mut conn, &plan.prefix, &deferred).await;
+    if let (Err(fill_err), Err(_)) = (&filled, &restored) {
+        eprintln!("matomo-gen: error: {fill_err:#}");
+    }
+    restored?;
     let counts = filled?;
     let fill_secs = started.elapsed().as_secs_f64();
 
@@ -146,13 +154,15 @@ async fn try_main(args: Args) -> Result<()> {
     }
     println!(
         "done: {total_rows} rows in {fill_secs:.1} s ({:.0} rows/s), {total_secs:.1} s \
-         including ANALYZE TABLE",
-        total_rows as f64 / fill_secs
+         including ANALYZE TABLE, {:.1} s since start",
+        total_rows as f64 / fill_secs,
+        process_started.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
 /// Everything that decides which rows get generated.
+#[derive(Clone)]
 struct Plan {
     prefix: String,
     visits: u64,
@@ -750,13 +760,7 @@ async fn fill_log_tables(
         }));
     }
 
-    let generator_plan = Plan {
-        prefix: plan.prefix.clone(),
-        visits: plan.visits,
-        seed: plan.seed,
-        window_start: plan.window_start,
-        window_end: plan.window_end,
-    };
+    let generator_plan = plan.clone();
     let generated_visits = Arc::new(AtomicU64::new(0));
     let progress_visits = Arc::clone(&generated_visits);
     let mut generator = tokio::task::spawn_blocking(move || {
@@ -997,7 +1001,7 @@ impl Batch {
         if self.rows == 0 {
             self.sql.push_str(&self.header);
         } else {
-            self.sql.push_str(",");
+            self.sql.push(',');
         }
         self.rows += 1;
         &mut self.sql
@@ -1452,7 +1456,7 @@ impl Generator {
                     }
                 }
                 S_EVENT => {
-                    let value = if extra[0] % 2 == 0 {
+                    let value = if extra[0].is_multiple_of(2) {
                         Some(extra[1] % 100)
                     } else {
                         None
