@@ -583,6 +583,17 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         "PLAN (nothing written; add --execute to erase)"
     };
     let _ = writeln!(t, "{title}");
+    if r.visits == 0 {
+        let _ = writeln!(
+            t,
+            "nothing to do: no visit of these subjects is left{}",
+            if r.earlier_runs.is_some() {
+                " (an earlier run of this command erased them)"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(
         t,
         "database {} prefix {:?} matomo {}",
