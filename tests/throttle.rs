@@ -558,3 +558,70 @@ fn sigterm_stops_after_whole_chunks_and_a_rerun_finishes() {
     assert_eq!(doc["earlier_runs"]["visits"], erased);
     assert_all_erased(&doc, &db, &s);
 }
+
+#[test]
+fn history_list_length_pauses_until_a_stop_file_ends_the_run() {
+    let db = ScratchDb::with_fixture("history", THREE_SITES);
+    let dir = TestDir::new("history");
+    let s = Subjects::first(&db, &dir, 100);
+    let status = |db: &ScratchDb| -> u64 {
+        db.sql("SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'")
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("history list length")
+    };
+
+    // An open snapshot holds purge back, so 3,000 committed updates stay in the history.
+    db.sql(
+        "CREATE TABLE h (id INT PRIMARY KEY, v INT); INSERT INTO h SELECT seq, 0 FROM seq_1_to_10",
+    );
+    let holder = Command::new("mariadb")
+        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name, "-e"])
+        .arg("START TRANSACTION WITH CONSISTENT SNAPSHOT; SELECT COUNT(*) FROM h; SELECT SLEEP(8); COMMIT;")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let updates: String = (0..3000)
+        .map(|i| format!("UPDATE h SET v = v + 1 WHERE id = {};\n", i % 10 + 1))
+        .collect();
+    let mut client = Command::new("mariadb")
+        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(updates.as_bytes())
+        .unwrap();
+    assert!(client.wait().unwrap().success());
+    let history = status(&db);
+    assert!(history >= 2000, "history grew: {history}");
+    let limit = (history - 1500).to_string();
+
+    let mut child = spawn(&with(
+        erase_args(&db, &s),
+        &["--max-history", &limit, "--stop-file", &dir.arg("stop")],
+    ));
+    assert_nothing_erased_for(&mut child, &db, &s, Duration::from_millis(1500));
+    std::fs::write(dir.path("stop"), "").unwrap();
+    let out = finish(child, Duration::from_secs(60));
+    holder.wait_with_output().unwrap();
+
+    let doc = json(&out, 4);
+    assert!(
+        doc["pauses"].as_u64().unwrap() >= 1,
+        "pauses {}",
+        doc["pauses"]
+    );
+    assert_eq!(doc["visits"], 0);
+    assert!(
+        stderr(&out).contains("pausing: history list length="),
+        "{}",
+        stderr(&out)
+    );
+}
