@@ -180,6 +180,10 @@ impl UserIdLines {
             while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
                 self.buf.pop();
             }
+            // A byte-order mark that editors put at the start of a file is not part of the id.
+            if self.line_no == 1 && self.buf.starts_with(&[0xEF, 0xBB, 0xBF]) {
+                self.buf.drain(..3);
+            }
             if self.buf.is_empty() {
                 continue;
             }
@@ -262,7 +266,8 @@ mod tests {
 
     #[test]
     fn user_id_lines_skip_blanks_and_keep_spaces() {
-        let mut lines = UserIdLines::from_reader(std::io::Cursor::new(b"a\r\n\n b \nc".to_vec()));
+        let mut lines =
+            UserIdLines::from_reader(std::io::Cursor::new(b"\xEF\xBB\xBFa\r\n\n b \nc".to_vec()));
         assert_eq!(lines.next_id().unwrap().as_deref(), Some("a"));
         assert_eq!(lines.next_id().unwrap().as_deref(), Some(" b "));
         assert_eq!(lines.next_id().unwrap().as_deref(), Some("c"));
