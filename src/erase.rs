@@ -26,19 +26,25 @@ pub fn reach_sql(matomo: &Matomo, t: &LogTable) -> (String, String) {
             (format!("{} t0", matomo.table(&t.name)), "t0.idvisit".into())
         }
         Reach::Through { path } => {
-            let mut from = format!("{} t0", matomo.table(&t.name));
-            for (i, hop) in path.iter().enumerate() {
+            // Joined from the visit side down to the leaf, in that order (STRAIGHT_JOIN): the
+            // few parent rows of the chunk's visits drive the join, even where the optimizer
+            // would rather scan the leaf table first.
+            let k = path.len();
+            let mut from = format!("{} t{k}", matomo.table(&path[k - 1].parent));
+            for i in (0..k).rev() {
+                let hop = &path[i];
+                let table = if i == 0 {
+                    matomo.table(&t.name)
+                } else {
+                    matomo.table(&path[i - 1].parent)
+                };
                 from.push_str(&format!(
-                    " JOIN {} t{} ON t{}.{} = t{}.{}",
-                    matomo.table(&hop.parent),
+                    " STRAIGHT_JOIN {table} t{i} ON t{i}.{col} = t{}.{col}",
                     i + 1,
-                    i,
-                    ident(&hop.column),
-                    i + 1,
-                    ident(&hop.column)
+                    col = ident(&hop.column)
                 ));
             }
-            (from, format!("t{}.idvisit", path.len()))
+            (from, format!("t{k}.idvisit"))
         }
     }
 }

@@ -182,15 +182,19 @@ async fn find_prefix(
     database: &str,
     wanted: Option<&str>,
 ) -> anyhow::Result<String> {
+    // An install is a prefix with both a log_visit and an option table; a copy of log_visit
+    // alone (a backup, a benchmark's saved rows) is not one.
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
-         WHERE table_schema = DATABASE() AND table_name LIKE '%log\\_visit' ORDER BY 1",
+         WHERE table_schema = DATABASE() \
+           AND (table_name LIKE '%log\\_visit' OR table_name LIKE '%option') ORDER BY 1",
     )
     .fetch_all(&mut *conn)
     .await?;
     let found: Vec<String> = names
         .iter()
         .filter_map(|n| n.strip_suffix("log_visit").map(str::to_owned))
+        .filter(|p| names.iter().any(|n| *n == format!("{p}option")))
         .collect();
     let shown = || {
         found
@@ -267,16 +271,31 @@ async fn read_log_tables(
     };
     let mut user_id_charset = String::from("utf8mb4");
 
-    let rows = sqlx::query(
-        "SELECT CAST(c.table_name AS CHAR), CAST(c.column_name AS CHAR), \
-                CAST(c.character_set_name AS CHAR) \
-         FROM information_schema.columns c JOIN information_schema.tables t \
-           ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-         WHERE c.table_schema = DATABASE() AND c.table_name LIKE ? AND t.table_type = 'BASE TABLE'",
+    // Reading information_schema.columns joined to .tables makes the server open every table
+    // for its statistics (tens of milliseconds on big tables); two plain reads do not.
+    let base_tables: BTreeSet<String> = sqlx::query_scalar::<_, String>(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name LIKE ? AND table_type = 'BASE TABLE'",
     )
     .bind(&pattern)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .collect();
+    let rows: Vec<_> = sqlx::query(
+        "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR), \
+                CAST(character_set_name AS CHAR) \
+         FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name LIKE ?",
+    )
+    .bind(&pattern)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .filter(|r| {
+        r.try_get::<String, _>(0)
+            .is_ok_and(|t| base_tables.contains(&t))
+    })
+    .collect();
     for r in rows {
         let table: String = r.try_get(0)?;
         let Some(name) = table.strip_prefix(prefix) else {
