@@ -125,6 +125,14 @@ fn from_matomo_config(path: &Path) -> anyhow::Result<(MySqlConnectOptions, Strin
         ))
     })?;
     let get = |k: &str| db.get(k).map(str::trim).filter(|v| !v.is_empty());
+    if get("enable_ssl").is_some_and(|v| v != "0") {
+        return Err(usage(format!(
+            "{} sets enable_ssl: TLS settings of Matomo's config are not read by matomo-erase; \
+             connect with --database-url mysql://USER:PASS@HOST:PORT/DB?ssl-mode=VERIFY_IDENTITY\
+             &ssl-ca=/path/to/ca.pem instead",
+            path.display()
+        )));
+    }
 
     let mut o = MySqlConnectOptions::new();
     let host = get("host").unwrap_or("localhost");

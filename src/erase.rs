@@ -9,13 +9,13 @@
 
 use crate::connect::{self, Target};
 use crate::inspect::{LogTable, Matomo, Reach};
-use crate::invalidate::{self, SiteDay};
+use crate::invalidate::{self, Notes, SiteDay};
 use crate::journal::{self, Entry};
-use crate::select::VisitRow;
+use crate::select::{visit_row, VisitRow, VISIT_COLUMNS};
 use crate::sql::{ident, int_list, is_connection_lost, is_lock_conflict};
 use serde::Serialize;
 use sqlx::mysql::MySqlConnection;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,11 @@ pub struct Eraser<'m> {
     pub target: Target,
     pub conn: MySqlConnection,
     pub run_key: String,
+    /// This process's run: chunk numbers are unique within it, so two runs of the same
+    /// command at once never collide in the journal.
+    pub run_id: String,
     pub next_chunk: u32,
+    pub notes: Notes,
     pub max_retries: u32,
     pub lock_wait_timeout: u32,
     pub retries_total: u32,
@@ -172,12 +176,26 @@ impl<'m> Eraser<'m> {
                         continue;
                     }
                 }
-                match journal::committed(&mut self.conn, self.matomo, &self.run_key, chunk).await {
+                let committed = journal::committed(
+                    &mut self.conn,
+                    self.matomo,
+                    &self.run_key,
+                    &self.run_id,
+                    chunk,
+                )
+                .await;
+                match committed {
                     Ok(true) => {
                         // The commit reached the server before the connection broke.
-                        let e = journal::entry(&mut self.conn, self.matomo, &self.run_key, chunk)
-                            .await
-                            .map_err(ChunkError::Other)?;
+                        let e = journal::entry(
+                            &mut self.conn,
+                            self.matomo,
+                            &self.run_key,
+                            &self.run_id,
+                            chunk,
+                        )
+                        .await
+                        .map_err(ChunkError::Other)?;
                         self.next_chunk += 1;
                         return Ok(ChunkResult {
                             chunk,
@@ -216,23 +234,12 @@ impl<'m> Eraser<'m> {
         let mut tx = self.conn.begin().await?;
 
         let rows = sqlx::query(&format!(
-            "SELECT idvisit, idsite, visit_first_action_time, visit_last_action_time FROM {} \
-             WHERE idvisit IN ({ids}) ORDER BY idvisit FOR UPDATE",
+            "SELECT {VISIT_COLUMNS} FROM {} WHERE idvisit IN ({ids}) ORDER BY idvisit FOR UPDATE",
             matomo.table("log_visit")
         ))
         .fetch_all(&mut *tx)
         .await?;
-        let visits: Vec<VisitRow> = rows
-            .iter()
-            .map(|r| {
-                Ok(VisitRow {
-                    idvisit: r.try_get(0)?,
-                    idsite: r.try_get(1)?,
-                    first_action: r.try_get(2)?,
-                    last_action: r.try_get(3)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
+        let visits: Vec<VisitRow> = rows.iter().map(visit_row).collect::<Result<_, _>>()?;
         if visits.is_empty() {
             tx.rollback().await?;
             return Ok(ChunkResult {
@@ -243,7 +250,8 @@ impl<'m> Eraser<'m> {
         let present: Vec<u64> = visits.iter().map(|v| v.idvisit).collect();
         let ids = int_list(&present);
 
-        let site_days = invalidate::site_days(&mut tx, matomo, &visits).await?;
+        let mut notes = self.notes.clone();
+        let site_days = invalidate::site_days(&mut tx, matomo, &visits, &mut notes).await?;
 
         let mut per_table = BTreeMap::new();
         for t in &matomo.log_tables {
@@ -259,6 +267,7 @@ impl<'m> Eraser<'m> {
             &mut tx,
             matomo,
             &self.run_key,
+            &self.run_id,
             &Entry {
                 chunk,
                 committed_at: chrono::Utc::now().naive_utc(),
@@ -271,6 +280,7 @@ impl<'m> Eraser<'m> {
         .await?;
         crate::run::crash_point("before-commit");
         tx.commit().await?;
+        self.notes = notes;
         if crate::run::crash_point("lose-connection-after-commit") {
             let _ = sqlx::query("KILL CONNECTION CONNECTION_ID()")
                 .execute(&mut self.conn)
@@ -334,7 +344,12 @@ pub async fn check_privileges(conn: &mut MySqlConnection, matomo: &Matomo) -> an
 pub async fn prepare_journal(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Result<()> {
     let db = &matomo.database;
     let jt = format!("{}{}", matomo.prefix, journal::TABLE);
-    if let Err(e) = journal::ensure(conn, matomo).await {
+    let made = if journal::exists(conn, matomo).await? {
+        Ok(())
+    } else {
+        journal::ensure(conn, matomo).await
+    };
+    if let Err(e) = made {
         if let Some(sqlx_err) = e.downcast_ref::<sqlx::Error>() {
             if is_privilege_error(sqlx_err) {
                 return Err(crate::error::connection(format!(
@@ -347,8 +362,8 @@ pub async fn prepare_journal(conn: &mut MySqlConnection, matomo: &Matomo) -> any
         return Err(e);
     }
     let probe = format!(
-        "INSERT INTO {} (run_key, chunk, committed_at, visits, rows_deleted, site_days, idvisits) \
-         SELECT 'x', 0, UTC_TIMESTAMP(), 0, '', '', '' FROM DUAL WHERE 1 = 0",
+        "INSERT INTO {} (run_key, run_id, chunk, committed_at, visits, rows_deleted, site_days, \
+         idvisits) SELECT 'x', 'x', 0, UTC_TIMESTAMP(), 0, '', '', '' FROM DUAL WHERE 1 = 0",
         journal::table(matomo)
     );
     run_probes(
@@ -378,19 +393,78 @@ async fn run_probes(
     conn: &mut MySqlConnection,
     probes: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
+    // Every probe runs, so one message names every GRANT that is missing.
     let mut tx = conn.begin().await?;
+    let mut missing = Vec::new();
     for (sql, grant) in probes {
         if let Err(e) = sqlx::query(&sql).execute(&mut *tx).await {
-            let _ = tx.rollback().await;
-            if is_privilege_error(&e) {
-                return Err(crate::error::connection(format!(
-                    "missing privilege: {}; the erase needs: {grant}",
-                    db_message(&e)
-                )));
+            if !is_privilege_error(&e) {
+                let _ = tx.rollback().await;
+                return Err(e.into());
             }
-            return Err(e.into());
+            missing.push((db_message(&e), grant));
         }
     }
     tx.rollback().await?;
-    Ok(())
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let grants: Vec<&str> = missing.iter().map(|(_, g)| g.as_str()).collect();
+    Err(crate::error::connection(format!(
+        "missing privilege: {}; the erase needs: {}",
+        missing[0].0,
+        grants.join("; ")
+    )))
+}
+
+impl Eraser<'_> {
+    /// Removes what a verification found left of erased visits: rows that arrived for a visit
+    /// after its chunk committed (a late tracker request), and site-days whose queued
+    /// invalidation disappeared without being processed. One transaction per journal chunk;
+    /// only visit ids that no log_visit row carries are touched.
+    pub async fn sweep(
+        &mut self,
+        leftovers: &[journal::ChunkRef],
+        missing_days: &[SiteDay],
+    ) -> anyhow::Result<u64> {
+        let matomo = self.matomo;
+        let mut removed = 0;
+        for r in leftovers {
+            let e =
+                journal::entry(&mut self.conn, matomo, &self.run_key, &r.run_id, r.chunk).await?;
+            let mut tx = self.conn.begin().await?;
+            let back: std::collections::HashSet<u64> = sqlx::query_scalar::<_, u64>(&format!(
+                "SELECT idvisit FROM {} WHERE idvisit IN ({}) FOR UPDATE",
+                matomo.table("log_visit"),
+                int_list(&e.idvisits)
+            ))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            let gone: Vec<u64> = e
+                .idvisits
+                .iter()
+                .copied()
+                .filter(|i| !back.contains(i))
+                .collect();
+            if !gone.is_empty() {
+                let ids = int_list(&gone);
+                for t in matomo.log_tables.iter().filter(|t| t.reach != Reach::Visit) {
+                    removed += sqlx::query(&delete_sql(matomo, t, &ids))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+            }
+            tx.commit().await?;
+        }
+        if !missing_days.is_empty() {
+            let days: BTreeSet<SiteDay> = missing_days.iter().copied().collect();
+            let mut tx = self.conn.begin().await?;
+            invalidate::queue(&mut tx, matomo, &days).await?;
+            tx.commit().await?;
+        }
+        Ok(removed)
+    }
 }

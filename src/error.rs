@@ -33,13 +33,13 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(match self {
+    pub fn number(&self) -> u8 {
+        match self {
             Failure::Usage(_) => code::USAGE,
             Failure::Connection(_) => code::CONNECTION,
             Failure::Stopped(_) => code::STOPPED,
             Failure::VerifyFailed(_) => code::VERIFY_FAILED,
-        })
+        }
     }
 }
 
@@ -51,10 +51,13 @@ pub fn connection(msg: impl Into<String>) -> anyhow::Error {
     Failure::Connection(msg.into()).into()
 }
 
-/// Maps any error to the process exit code: a `Failure` anywhere in the chain decides it.
-pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
-    err.chain()
+/// Maps any error to the process exit code (and its number): a `Failure` anywhere in the
+/// chain decides it.
+pub fn exit_code_for(err: &anyhow::Error) -> (ExitCode, u8) {
+    let n = err
+        .chain()
         .find_map(|e| e.downcast_ref::<Failure>())
-        .map(Failure::exit_code)
-        .unwrap_or(ExitCode::from(code::FAILURE))
+        .map(Failure::number)
+        .unwrap_or(code::FAILURE);
+    (ExitCode::from(n), n)
 }

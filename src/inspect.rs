@@ -390,21 +390,27 @@ fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
             if reach.contains_key(*name) || never_touched(name).is_some() {
                 continue;
             }
-            let found = info.columns[*name].iter().find_map(|col| {
-                reach.iter().find_map(|(parent, r)| {
-                    let pk_matches = info.single_pk.get(parent).is_some_and(|pk| pk == col);
-                    (pk_matches && parent != *name && *r != Reach::Visit).then(|| {
-                        let mut path = vec![Hop {
-                            column: col.clone(),
-                            parent: parent.clone(),
-                        }];
-                        if let Reach::Through { path: rest } = r {
-                            path.extend(rest.iter().cloned());
-                        }
-                        path
+            // A link column is a foreign key: never the table's own single-column key (two
+            // plugins that both call their key `id` are not related), never a bare `id`.
+            let own_pk = info.single_pk.get(*name);
+            let found = info.columns[*name]
+                .iter()
+                .filter(|col| col.as_str() != "id" && own_pk != Some(*col))
+                .find_map(|col| {
+                    reach.iter().find_map(|(parent, r)| {
+                        let pk_matches = info.single_pk.get(parent).is_some_and(|pk| pk == col);
+                        (pk_matches && parent != *name && *r != Reach::Visit).then(|| {
+                            let mut path = vec![Hop {
+                                column: col.clone(),
+                                parent: parent.clone(),
+                            }];
+                            if let Reach::Through { path: rest } = r {
+                                path.extend(rest.iter().cloned());
+                            }
+                            path
+                        })
                     })
-                })
-            });
+                });
             if let Some(path) = found {
                 added.push(((*name).clone(), Reach::Through { path }));
             }

@@ -7,7 +7,6 @@
 //! misses the other days a visit touched (a visit across local midnight); we also queue the
 //! local dates of the visit's first action and of every action and conversion.
 
-use crate::error::usage;
 use crate::inspect::Matomo;
 use crate::select::VisitRow;
 use crate::sql::int_list;
@@ -33,38 +32,66 @@ fn ser_date<S: serde::Serializer>(d: &NaiveDate, s: S) -> Result<S::Ok, S::Error
 /// keeps the query result small (a visit spans few of them) without losing a date.
 const QUARTER_HOUR_SECS: i64 = 900;
 
+/// What could not be invalidated exactly, for the plan and the receipt.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Notes {
+    /// Sites of erased visits that are no longer in the site table: nothing to re-archive.
+    pub sites_missing: BTreeSet<u32>,
+    /// Sites whose timezone matomo-erase does not know: the UTC date and the days either side
+    /// are queued, so every possible local date is covered.
+    pub sites_with_unknown_timezone: BTreeSet<u32>,
+    /// Visits whose times are zero dates: only their actions' days are queued.
+    pub visits_without_times: u64,
+}
+
+/// The site-local dates a UTC time may fall on for this site.
+fn local_dates(
+    matomo: &Matomo,
+    idsite: u32,
+    utc: NaiveDateTime,
+    notes: &mut Notes,
+) -> Vec<NaiveDate> {
+    let Some(site) = matomo.sites.get(&idsite) else {
+        notes.sites_missing.insert(idsite);
+        return Vec::new();
+    };
+    match &site.tz {
+        Some(tz) => vec![tz.local_date(utc)],
+        None => {
+            notes.sites_with_unknown_timezone.insert(idsite);
+            let d = utc.date();
+            [d.pred_opt(), Some(d), d.succ_opt()]
+                .into_iter()
+                .flatten()
+                .collect()
+        }
+    }
+}
+
 /// The site-days touched by these visits: local dates of last action (Matomo's rule), first
 /// action, and every action and conversion.
 pub async fn site_days(
     conn: &mut MySqlConnection,
     matomo: &Matomo,
     visits: &[VisitRow],
+    notes: &mut Notes,
 ) -> anyhow::Result<BTreeSet<SiteDay>> {
     let mut days = BTreeSet::new();
     if visits.is_empty() {
         return Ok(days);
     }
-    let local = |idsite: u32, utc: NaiveDateTime| -> anyhow::Result<SiteDay> {
-        let tz = matomo.site_tz(idsite).ok_or_else(|| {
-            let tz = matomo
-                .sites
-                .get(&idsite)
-                .map(|s| s.timezone.as_str())
-                .unwrap_or("");
-            usage(format!(
-                "site {idsite} has timezone {tz:?}, which is neither UTC, a UTC+H offset nor an \
-                 IANA name; fix the site's timezone in Matomo first, so its reports can be \
-                 invalidated on the right days"
-            ))
-        })?;
-        Ok(SiteDay {
-            idsite,
-            date: tz.local_date(utc),
-        })
+    let mut add = |idsite: u32, utc: NaiveDateTime, notes: &mut Notes| {
+        for date in local_dates(matomo, idsite, utc, notes) {
+            days.insert(SiteDay { idsite, date });
+        }
     };
     for v in visits {
-        days.insert(local(v.idsite, v.last_action)?);
-        days.insert(local(v.idsite, v.first_action)?);
+        if v.last_action.is_none() && v.first_action.is_none() {
+            notes.visits_without_times += 1;
+        }
+        for t in [v.last_action, v.first_action].into_iter().flatten() {
+            add(v.idsite, t, notes);
+        }
     }
     let ids = int_list(&visits.iter().map(|v| v.idvisit).collect::<Vec<_>>());
     let mut parts = Vec::new();
@@ -72,7 +99,8 @@ pub async fn site_days(
         if matomo.has_table(t) {
             parts.push(format!(
                 "SELECT DISTINCT idsite, TIMESTAMPDIFF(SECOND, '1970-01-01', server_time) \
-                 DIV {QUARTER_HOUR_SECS} FROM {} WHERE idvisit IN ({ids})",
+                 DIV {QUARTER_HOUR_SECS} FROM {} WHERE idvisit IN ({ids}) \
+                 AND YEAR(server_time) > 0",
                 matomo.table(t)
             ));
         }
@@ -84,10 +112,9 @@ pub async fn site_days(
         for r in rows {
             let idsite: u32 = r.try_get(0)?;
             let quarter: i64 = r.try_get(1)?;
-            let utc = DateTime::from_timestamp(quarter * QUARTER_HOUR_SECS, 0)
-                .map(|d| d.naive_utc())
-                .unwrap_or_default();
-            days.insert(local(idsite, utc)?);
+            if let Some(utc) = DateTime::from_timestamp(quarter * QUARTER_HOUR_SECS, 0) {
+                add(idsite, utc.naive_utc(), notes);
+            }
         }
     }
     Ok(days)

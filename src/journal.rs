@@ -28,13 +28,14 @@ pub async fn ensure(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Resu
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {} (\
            run_key CHAR(32) NOT NULL, \
+           run_id CHAR(16) NOT NULL, \
            chunk INT UNSIGNED NOT NULL, \
            committed_at DATETIME NOT NULL, \
            visits INT UNSIGNED NOT NULL, \
            rows_deleted TEXT NOT NULL, \
            site_days MEDIUMTEXT NOT NULL, \
            idvisits MEDIUMTEXT NOT NULL, \
-           PRIMARY KEY (run_key, chunk)\
+           PRIMARY KEY (run_key, run_id, chunk)\
          ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         table(matomo)
     );
@@ -85,6 +86,7 @@ pub async fn record(
     conn: &mut MySqlConnection,
     matomo: &Matomo,
     run_key: &str,
+    run_id: &str,
     entry: &Entry,
 ) -> anyhow::Result<()> {
     let ids = entry
@@ -94,11 +96,12 @@ pub async fn record(
         .collect::<Vec<_>>()
         .join(",");
     sqlx::query(&format!(
-        "INSERT INTO {} (run_key, chunk, committed_at, visits, rows_deleted, site_days, idvisits) \
-         VALUES (?, ?, UTC_TIMESTAMP(), ?, ?, ?, ?)",
+        "INSERT INTO {} (run_key, run_id, chunk, committed_at, visits, rows_deleted, site_days, \
+         idvisits) VALUES (?, ?, ?, UTC_TIMESTAMP(), ?, ?, ?, ?)",
         table(matomo)
     ))
     .bind(run_key)
+    .bind(run_id)
     .bind(entry.chunk)
     .bind(entry.visits)
     .bind(serde_json::to_string(&entry.rows)?)
@@ -109,18 +112,20 @@ pub async fn record(
     Ok(())
 }
 
-/// Whether chunk `chunk` of the run committed.
+/// Whether chunk `chunk` of this process's run committed.
 pub async fn committed(
     conn: &mut MySqlConnection,
     matomo: &Matomo,
     run_key: &str,
+    run_id: &str,
     chunk: u32,
 ) -> anyhow::Result<bool> {
     let n: i64 = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM {} WHERE run_key = ? AND chunk = ?",
+        "SELECT COUNT(*) FROM {} WHERE run_key = ? AND run_id = ? AND chunk = ?",
         table(matomo)
     ))
     .bind(run_key)
+    .bind(run_id)
     .bind(chunk)
     .fetch_one(&mut *conn)
     .await?;
@@ -133,7 +138,6 @@ pub struct Earlier {
     pub chunks: u32,
     pub visits: u64,
     pub rows: BTreeMap<String, u64>,
-    pub last_chunk: u32,
 }
 
 pub async fn earlier(
@@ -146,19 +150,17 @@ pub async fn earlier(
         return Ok(out);
     }
     let rows = sqlx::query(&format!(
-        "SELECT chunk, visits, rows_deleted FROM {} WHERE run_key = ? ORDER BY chunk",
+        "SELECT visits, rows_deleted FROM {} WHERE run_key = ?",
         table(matomo)
     ))
     .bind(run_key)
     .fetch_all(&mut *conn)
     .await?;
     for r in rows {
-        let chunk: u32 = r.try_get(0)?;
-        let visits: u32 = r.try_get(1)?;
-        let per_table: BTreeMap<String, u64> = serde_json::from_str(&r.try_get::<String, _>(2)?)?;
+        let visits: u32 = r.try_get(0)?;
+        let per_table: BTreeMap<String, u64> = serde_json::from_str(&r.try_get::<String, _>(1)?)?;
         out.chunks += 1;
         out.visits += u64::from(visits);
-        out.last_chunk = out.last_chunk.max(chunk);
         for (t, n) in per_table {
             *out.rows.entry(t).or_default() += n;
         }
@@ -166,24 +168,39 @@ pub async fn earlier(
     Ok(out)
 }
 
-/// Every chunk of a run, one at a time, for `verify`.
+/// One committed chunk: which process run wrote it, its number, when.
+#[derive(Clone, Debug)]
+pub struct ChunkRef {
+    pub run_id: String,
+    pub chunk: u32,
+    pub committed_at: NaiveDateTime,
+}
+
+/// Every chunk of every run of a run key, for `verify`; the entries are read one at a time.
 pub async fn entries(
     conn: &mut MySqlConnection,
     matomo: &Matomo,
     run_key: &str,
-) -> anyhow::Result<Vec<(u32, NaiveDateTime)>> {
+) -> anyhow::Result<Vec<ChunkRef>> {
     if !exists(conn, matomo).await? {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(&format!(
-        "SELECT chunk, committed_at FROM {} WHERE run_key = ? ORDER BY chunk",
+        "SELECT run_id, chunk, committed_at FROM {} WHERE run_key = ? \
+         ORDER BY committed_at, run_id, chunk",
         table(matomo)
     ))
     .bind(run_key)
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .map(|r| {
+            Ok(ChunkRef {
+                run_id: r.try_get(0)?,
+                chunk: r.try_get(1)?,
+                committed_at: r.try_get(2)?,
+            })
+        })
         .collect()
 }
 
@@ -191,14 +208,16 @@ pub async fn entry(
     conn: &mut MySqlConnection,
     matomo: &Matomo,
     run_key: &str,
+    run_id: &str,
     chunk: u32,
 ) -> anyhow::Result<Entry> {
     let r = sqlx::query(&format!(
         "SELECT chunk, committed_at, visits, rows_deleted, site_days, idvisits FROM {} \
-         WHERE run_key = ? AND chunk = ?",
+         WHERE run_key = ? AND run_id = ? AND chunk = ?",
         table(matomo)
     ))
     .bind(run_key)
+    .bind(run_id)
     .bind(chunk)
     .fetch_one(&mut *conn)
     .await?;

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use matomo_erase::cli::Cli;
-use matomo_erase::error::exit_code_for;
+use matomo_erase::error::{code, exit_code_for};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -36,11 +36,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
     match runtime.block_on(matomo_erase::run::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            exit_code_for(&e)
+            let (code, number) = exit_code_for(&e);
+            // A stopped erase and a failed verification have printed their document already;
+            // other failures print their error as the one JSON document.
+            let printed = [code::STOPPED, code::VERIFY_FAILED].contains(&number);
+            if json && !printed {
+                let doc = serde_json::json!({ "error": format!("{e:#}"), "exit_code": number });
+                println!("{doc}");
+            }
+            code
         }
     }
 }

@@ -257,6 +257,9 @@ struct EraseReport {
     replicas: String,
     stopped: Option<String>,
     earlier_runs: Option<Earlier>,
+    /// Rows of erased visits removed after the chunks (they arrived after their chunk).
+    swept_rows: u64,
+    invalidation_notes: invalidate::Notes,
     verify: Option<VerifyReport>,
     elapsed_seconds: f64,
 }
@@ -321,6 +324,8 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         replicas: String::new(),
         stopped: None,
         earlier_runs: None,
+        swept_rows: 0,
+        invalidation_notes: invalidate::Notes::default(),
         verify: None,
         elapsed_seconds: 0.0,
     };
@@ -344,7 +349,10 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                 for (t, n) in plan::rows_total(&mut conn, &matomo, &ids).await? {
                     *report.rows.entry(t).or_default() += n;
                 }
-                site_days.extend(invalidate::site_days(&mut conn, &matomo, part).await?);
+                site_days.extend(
+                    invalidate::site_days(&mut conn, &matomo, part, &mut report.invalidation_notes)
+                        .await?,
+                );
                 for v in part {
                     *report.visits_per_site.entry(v.idsite).or_default() += 1;
                 }
@@ -379,7 +387,9 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         target: target.clone(),
         conn: writer,
         run_key: run_key.clone(),
-        next_chunk: earlier.last_chunk + 1,
+        run_id: hex::encode(rand::random::<[u8; 8]>()),
+        next_chunk: 1,
+        notes: invalidate::Notes::default(),
         max_retries: args.throttle.max_retries,
         lock_wait_timeout: args.throttle.lock_wait_timeout,
         retries_total: 0,
@@ -389,94 +399,110 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     let stop_flag = Arc::new(AtomicBool::new(false));
     spawn_signal_watch(stop_flag.clone());
     let mut progress = Progress::new(cli.quiet || cli.json);
-    let mut chunk_size = args.chunk_size as usize;
+    let mut chunk_size = args.chunk_size.min(args.max_chunk_size) as usize;
     let mut buffer: Vec<u64> = Vec::new();
     let mut last_pause = String::new();
     let mut stopped: Option<String> = None;
 
-    'outer: loop {
-        if stop_flag.load(Ordering::SeqCst) {
-            stopped = Some("signal received".into());
-            break;
-        }
-        let batch = finder.next_batch(&mut conn).await?;
-        let done = batch.is_none();
-        if let Some(b) = batch {
-            buffer.extend(b.iter().map(|v| v.idvisit));
-        }
-        while buffer.len() >= chunk_size || (done && !buffer.is_empty()) {
-            loop {
-                if stop_flag.load(Ordering::SeqCst) {
-                    stopped = Some("signal received".into());
-                    break 'outer;
+    // Any error once chunks are committed ends the run as 'stopped part-way' with its receipt,
+    // never as bad input: the database did change, and re-running finishes it.
+    let loop_result: anyhow::Result<()> = async {
+        'outer: loop {
+            if stop_flag.load(Ordering::SeqCst) {
+                stopped = Some("signal received".into());
+                break;
+            }
+            let batch = finder.next_batch(&mut conn).await?;
+            let done = batch.is_none();
+            if let Some(b) = batch {
+                buffer.extend(b.iter().map(|v| v.idvisit));
+            }
+            while buffer.len() >= chunk_size || (done && !buffer.is_empty()) {
+                loop {
+                    if stop_flag.load(Ordering::SeqCst) {
+                        stopped = Some("signal received".into());
+                        break 'outer;
+                    }
+                    match throttle.check(&mut eraser.conn).await {
+                        Ok(Verdict::Go) => break,
+                        Ok(Verdict::Stop(why)) => {
+                            stopped = Some(why);
+                            break 'outer;
+                        }
+                        Ok(Verdict::Pause(why)) => {
+                            // One pause is one stretch of waiting, however its reason changes.
+                            if last_pause.is_empty() {
+                                report.pauses += 1;
+                            }
+                            if why != last_pause {
+                                tracing::warn!("pausing: {why}");
+                                last_pause = why.clone();
+                            }
+                            progress.paused(&why);
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!("throttle check failed: {e}; reconnecting");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            let _ = eraser.reconnect_pub().await;
+                        }
+                    }
                 }
-                match throttle.check(&mut eraser.conn).await {
-                    Ok(Verdict::Go) => break,
-                    Ok(Verdict::Stop(why)) => {
+                if !last_pause.is_empty() {
+                    tracing::info!("resuming after pause ({last_pause})");
+                    last_pause.clear();
+                }
+                let take = chunk_size.min(buffer.len());
+                let ids: Vec<u64> = buffer.drain(..take).collect();
+                let r = match eraser.erase_chunk(&ids).await {
+                    Ok(r) => r,
+                    Err(ChunkError::GaveUp(why)) => {
                         stopped = Some(why);
                         break 'outer;
                     }
-                    Ok(Verdict::Pause(why)) => {
-                        // One pause is one stretch of waiting, however its reason changes.
-                        if last_pause.is_empty() {
-                            report.pauses += 1;
-                        }
-                        if why != last_pause {
-                            tracing::warn!("pausing: {why}");
-                            last_pause = why.clone();
-                        }
-                        progress.paused(&why);
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!("throttle check failed: {e}; reconnecting");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        let _ = eraser.reconnect_pub().await;
-                    }
+                    Err(ChunkError::Other(e)) => return Err(e),
+                };
+                crash_point("after-commit");
+                let rows: u64 = r.rows.values().sum();
+                tracing::info!(
+                    chunk = r.chunk,
+                    visits = r.visits,
+                    rows,
+                    retries = r.retries,
+                    ms = r.elapsed.as_millis() as u64,
+                    chunk_size,
+                    "chunk committed"
+                );
+                report.chunks += u32::from(r.visits > 0);
+                report.visits += r.visits;
+                for (t, n) in &r.rows {
+                    *report.rows.entry(t.clone()).or_default() += n;
+                }
+                report.invalidations_inserted += r.invalidations_inserted;
+                site_days.extend(r.site_days.iter().copied());
+                progress.chunk_done(r.visits, rows, chunk_size);
+                chunk_size =
+                    next_chunk_size(args, take, rows, r.visits, r.elapsed, throttle.ws_max_rows);
+                if !args.throttle.sleep.is_zero() {
+                    tokio::time::sleep(args.throttle.sleep).await;
                 }
             }
-            if !last_pause.is_empty() {
-                tracing::info!("resuming after pause ({last_pause})");
-                last_pause.clear();
-            }
-            let take = chunk_size.min(buffer.len());
-            let ids: Vec<u64> = buffer.drain(..take).collect();
-            let r = match eraser.erase_chunk(&ids).await {
-                Ok(r) => r,
-                Err(ChunkError::GaveUp(why)) => {
-                    stopped = Some(why);
-                    break 'outer;
-                }
-                Err(ChunkError::Other(e)) => return Err(e),
-            };
-            crash_point("after-commit");
-            let rows: u64 = r.rows.values().sum();
-            tracing::info!(
-                chunk = r.chunk,
-                visits = r.visits,
-                rows,
-                retries = r.retries,
-                ms = r.elapsed.as_millis() as u64,
-                chunk_size,
-                "chunk committed"
-            );
-            report.chunks += u32::from(r.visits > 0);
-            report.visits += r.visits;
-            for (t, n) in &r.rows {
-                *report.rows.entry(t.clone()).or_default() += n;
-            }
-            report.invalidations_inserted += r.invalidations_inserted;
-            site_days.extend(r.site_days.iter().copied());
-            progress.chunk_done(r.visits, rows, chunk_size);
-            chunk_size =
-                next_chunk_size(args, take, rows, r.visits, r.elapsed, throttle.ws_max_rows);
-            if !args.throttle.sleep.is_zero() {
-                tokio::time::sleep(args.throttle.sleep).await;
+            if done {
+                break;
             }
         }
-        if done {
-            break;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = loop_result {
+        if report.chunks == 0 {
+            progress.finish();
+            return Err(e);
         }
+        stopped = Some(format!(
+            "error after {} committed chunks: {e:#}",
+            report.chunks
+        ));
     }
     progress.finish();
     report.retries = eraser.retries_total;
@@ -486,6 +512,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     report.subjects = summarize_subjects(&subjects, &finder);
     report.near_matches = near_summary(&decision, &args.select, &finder);
     report.stopped = stopped.clone();
+    report.invalidation_notes = eraser.notes.clone();
 
     if let Some(why) = stopped {
         report.elapsed_seconds = started.elapsed().as_secs_f64();
@@ -499,7 +526,18 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     }
 
     let mut check_finder = Finder::new(&matomo, subjects.clone(), &decision);
-    let v = verify::verify(&mut conn, &matomo, &run_key, &mut check_finder).await?;
+    let mut v = verify::verify(&mut conn, &matomo, &run_key, &mut check_finder).await?;
+    if !v.leftovers.is_empty() || !v.site_days_missing.is_empty() {
+        // Rows that reached an erased visit after its chunk, or an invalidation that vanished
+        // unprocessed: removed and re-queued, then proven again.
+        report.swept_rows = eraser.sweep(&v.leftovers, &v.site_days_missing).await?;
+        tracing::warn!(
+            rows = report.swept_rows,
+            "swept rows left behind by erased visits"
+        );
+        let mut again = Finder::new(&matomo, subjects.clone(), &decision);
+        v = verify::verify(&mut conn, &matomo, &run_key, &mut again).await?;
+    }
     let ok = v.ok;
     let problems = v.problems.join("; ");
     report.verify = Some(v);
@@ -577,7 +615,9 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         return print_json(r);
     }
     let mut t = String::new();
-    let title = if r.executed {
+    let title = if r.stopped.is_some() {
+        "STOPPED PART-WAY (every finished chunk is committed; run the same command again)"
+    } else if r.executed {
         "ERASED"
     } else {
         "PLAN (nothing written; add --execute to erase)"
@@ -586,7 +626,7 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
     if r.visits == 0 {
         let _ = writeln!(
             t,
-            "nothing to do: no visit of these subjects is left{}",
+            "nothing to do: no visit of these subjects was found{}",
             if r.earlier_runs.is_some() {
                 " (an earlier run of this command erased them)"
             } else {
@@ -657,6 +697,20 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
             "near matches: not checked by the index lookup (--lookup scan lists them)"
         );
     }
+    let n = &r.invalidation_notes;
+    if !n.sites_missing.is_empty() {
+        let _ = writeln!(t, "note: sites {:?} are no longer in the site table: their visits are erased, no report is queued", n.sites_missing);
+    }
+    if !n.sites_with_unknown_timezone.is_empty() {
+        let _ = writeln!(t, "note: sites {:?} have a timezone matomo-erase does not know: the UTC date and the days either side are queued", n.sites_with_unknown_timezone);
+    }
+    if n.visits_without_times > 0 {
+        let _ = writeln!(
+            t,
+            "note: {} visits have zero dates: only their actions' days are queued",
+            n.visits_without_times
+        );
+    }
     if !r.untouched_tables.is_empty() {
         let names: Vec<&str> = r.untouched_tables.iter().map(|u| u.name.as_str()).collect();
         let _ = writeln!(t, "not touched: {} (see inspect)", names.join(", "));
@@ -691,8 +745,20 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         }
         let _ = writeln!(
             t,
-            "next: run Matomo's `./console core:archive` to re-process the invalidated reports"
+            "{}",
+            if r.stopped.is_some() {
+                "next: run the same command again to finish"
+            } else {
+                "next: run Matomo's `./console core:archive` to re-process the invalidated reports"
+            }
         );
+        if r.swept_rows > 0 {
+            let _ = writeln!(
+                t,
+                "swept {} rows that reached erased visits after their chunk",
+                r.swept_rows
+            );
+        }
     }
     let _ = writeln!(t, "run key {} ({:.2}s)", r.run_key, r.elapsed_seconds);
     print_text(&t)
@@ -739,10 +805,10 @@ async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
                 visits.push(FoundVisit {
                     idsite: v.idsite,
                     idvisit: v.idvisit,
-                    first_action_utc: fmt(v.first_action),
-                    last_action_utc: fmt(v.last_action),
-                    first_action_local: local(v.first_action),
-                    last_action_local: local(v.last_action),
+                    first_action_utc: v.first_action.map(fmt).unwrap_or_else(|| "?".into()),
+                    last_action_utc: v.last_action.map(fmt).unwrap_or_else(|| "?".into()),
+                    first_action_local: v.first_action.map(local).unwrap_or_else(|| "?".into()),
+                    last_action_local: v.last_action.map(local).unwrap_or_else(|| "?".into()),
                     rows: counts
                         .iter()
                         .map(|(t, m)| (t.clone(), m.get(&v.idvisit).copied().unwrap_or(0)))

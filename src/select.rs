@@ -11,13 +11,15 @@ use crate::cli::{Lookup, MatchMode, SelectArgs};
 use crate::error::usage;
 use crate::inspect::Matomo;
 use crate::sql::{int_list, placeholders};
-use crate::subject::{parse_visitor_id, receipt_hash, UserIdLines, UserIdSubject};
+use crate::subject::{
+    parse_visitor_id, receipt_hash, UserIdLines, UserIdSubject, USER_ID_MAX_CHARS,
+};
 use chrono::NaiveDateTime;
 use serde::Serialize;
 use sqlx::mysql::{MySqlArguments, MySqlConnection};
 use sqlx::query::Query;
 use sqlx::{MySql, Row};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 /// Subjects resolved per index probe: one query per group of sites.
@@ -26,7 +28,11 @@ const INDEX_BATCH: usize = 500;
 const SCAN_BATCH: usize = 2000;
 /// Primary-key span of one scan query.
 const SCAN_RANGE: u64 = 100_000;
-const VISIT_COLUMNS: &str = "idvisit, idsite, visit_first_action_time, visit_last_action_time";
+/// A zero date (`0000-00-00`) cannot be a time; it is read as NULL so one broken row does not
+/// stop the erasure of a person.
+pub const VISIT_COLUMNS: &str = "idvisit, idsite, \
+    IF(YEAR(visit_first_action_time) = 0, NULL, visit_first_action_time), \
+    IF(YEAR(visit_last_action_time) = 0, NULL, visit_last_action_time)";
 /// Visits sampled by `--lookup auto`.
 const AUTO_SAMPLE: u32 = 5000;
 
@@ -34,8 +40,8 @@ const AUTO_SAMPLE: u32 = 5000;
 pub struct VisitRow {
     pub idvisit: u64,
     pub idsite: u32,
-    pub first_action: NaiveDateTime,
-    pub last_action: NaiveDateTime,
+    pub first_action: Option<NaiveDateTime>,
+    pub last_action: Option<NaiveDateTime>,
 }
 
 /// A visit whose user id equals a subject's only under the collation.
@@ -255,31 +261,41 @@ pub async fn decide_lookup(
             });
         }
     }
+    // The newest and the oldest visits: an install upgraded from a version (or a config) that
+    // did not link the ids shows it at the old end. A user id of 200 characters may have been
+    // cut, and the visitor id comes from the uncut id, so such rows cannot be checked here.
+    let sample = |order: &str| {
+        format!(
+            "(SELECT idvisitor, user_id FROM {} ORDER BY idvisit {order} LIMIT {AUTO_SAMPLE})",
+            matomo.table("log_visit")
+        )
+    };
     let sql = format!(
         "SELECT COUNT(*), CAST(COALESCE(SUM(idvisitor = UNHEX(LEFT(SHA1(user_id), 16))), 0) \
-         AS UNSIGNED) FROM (SELECT idvisitor, user_id FROM {} ORDER BY idvisit DESC LIMIT {}) s \
-         WHERE user_id IS NOT NULL",
-        matomo.table("log_visit"),
-        AUTO_SAMPLE
+         AS UNSIGNED) FROM ({} UNION ALL {}) s \
+         WHERE user_id IS NOT NULL AND CHAR_LENGTH(user_id) < 200",
+        sample("DESC"),
+        sample("ASC")
     );
     let row = sqlx::query(&sql).fetch_one(&mut *conn).await?;
     let with_uid: i64 = row.try_get(0)?;
     let linked: u64 = row.try_get(1)?;
+    let sampled = 2 * AUTO_SAMPLE;
     Ok(if with_uid == 0 {
         LookupDecision {
             mode: "index",
             reason: format!(
-                "none of the newest {AUTO_SAMPLE} visits has a user id to measure; Matomo 4+ \
-                 derives idvisitor from the user id by default (use --lookup scan if this \
-                 install turned that off)"
+                "none of the newest and oldest {sampled} visits has a user id to measure; \
+                 Matomo 4+ derives idvisitor from the user id by default (use --lookup scan if \
+                 this install turned that off)"
             ),
         }
-    } else if linked as f64 >= 0.99 * with_uid as f64 {
+    } else if linked as i64 == with_uid {
         LookupDecision {
             mode: "index",
             reason: format!(
-                "idvisitor is derived from the user id in {linked} of {with_uid} sampled visits \
-                 with a user id"
+                "idvisitor is derived from the user id in all {with_uid} sampled visits with a \
+                 user id (newest and oldest {AUTO_SAMPLE} visits)"
             ),
         }
     } else {
@@ -287,7 +303,7 @@ pub async fn decide_lookup(
             mode: "scan",
             reason: format!(
                 "idvisitor is derived from the user id in only {linked} of {with_uid} sampled \
-                 visits with a user id (enable_userid_overwrites_visitorid off?)"
+                 visits with a user id, so the index would miss visits"
             ),
         }
     })
@@ -305,6 +321,9 @@ pub struct Finder<'m> {
     args_pos: usize,
     site_clause: String,
     time_clause: String,
+    /// Sites to probe: every idsite in log_visit (a deleted site's visits stay until Matomo
+    /// purges them) plus the site table; read once.
+    probe_sites: Option<Vec<u32>>,
     pub near_matches: Vec<NearMatch>,
     pub near_match_limit: usize,
     pub near_matches_total: u64,
@@ -326,7 +345,10 @@ enum Stage {
 
 struct ScanPass {
     batch: Vec<UserIdSubject>,
-    by_stored: HashMap<String, usize>,
+    /// Stored form → (subject, visitor id the row must have). A form of 200 characters may be
+    /// a cut longer id, shared by everyone whose id starts the same; the visitor id, derived
+    /// from the uncut id, tells them apart.
+    by_stored: HashMap<String, Vec<(usize, Option<[u8; 8]>)>>,
     matched: Vec<bool>,
     next: u64,
     max: u64,
@@ -358,6 +380,7 @@ impl<'m> Finder<'m> {
             args_pos: 0,
             site_clause,
             time_clause,
+            probe_sites: None,
             near_matches: Vec::new(),
             near_match_limit: 1000,
             near_matches_total: 0,
@@ -502,13 +525,17 @@ impl<'m> Finder<'m> {
         if batch.is_empty() {
             return Ok(None);
         }
+        // Every stored form under every derived visitor id of the subject: Matomo's later
+        // pseudonymisation rewrites user_id but keeps the idvisitor of the plain id.
         let mut wanted: HashMap<[u8; 8], Vec<(String, usize)>> = HashMap::new();
         for (i, s) in batch.iter().enumerate() {
-            for f in &s.forms {
-                wanted
-                    .entry(f.idvisitor)
-                    .or_default()
-                    .push((f.stored.clone(), i));
+            for by in &s.forms {
+                for f in &s.forms {
+                    wanted
+                        .entry(by.idvisitor)
+                        .or_default()
+                        .push((f.stored.clone(), i));
+                }
             }
         }
         let idvisitors: Vec<[u8; 8]> = wanted.keys().copied().collect();
@@ -516,15 +543,21 @@ impl<'m> Finder<'m> {
         let mut matched = vec![false; batch.len()];
         let mut out = Vec::new();
         for (visit, extra) in rows {
-            let Some((idvisitor, user_id)) = extra else {
+            let Some((idvisitor, Some(user_id))) = extra else {
                 continue;
             };
-            let Some(user_id) = user_id else { continue };
-            if let Some(forms) = wanted.get(&idvisitor) {
-                if let Some((_, i)) = forms.iter().find(|(stored, _)| *stored == user_id) {
+            let Some(forms) = wanted.get(&idvisitor) else {
+                continue;
+            };
+            let mut hit = false;
+            for (stored, i) in forms {
+                if *stored == user_id {
                     matched[*i] = true;
-                    out.push(visit);
+                    hit = true;
                 }
+            }
+            if hit {
+                out.push(visit);
             }
         }
         self.note_unmatched(&batch, &matched);
@@ -545,13 +578,26 @@ impl<'m> Finder<'m> {
     /// Probes `(idsite, idvisitor)` for every site in groups, so that the range optimizer sees
     /// at most a few thousand (site, visitor) pairs per query and never falls back to a scan.
     async fn probe_index(
-        &self,
+        &mut self,
         conn: &mut MySqlConnection,
         idvisitors: &[[u8; 8]],
         with_user_id: Option<()>,
     ) -> anyhow::Result<Vec<(VisitRow, Option<([u8; 8], Option<String>)>)>> {
         let sites: Vec<u32> = if self.subjects.args.sites.is_empty() {
-            self.matomo.sites.keys().copied().collect()
+            if self.probe_sites.is_none() {
+                // A loose index scan of (idsite, ...): one step per site, not per visit.
+                let mut all: BTreeSet<u32> = sqlx::query_scalar::<_, u32>(&format!(
+                    "SELECT DISTINCT idsite FROM {}",
+                    self.matomo.table("log_visit")
+                ))
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
+                all.extend(self.matomo.sites.keys().copied());
+                self.probe_sites = Some(all.into_iter().collect());
+            }
+            self.probe_sites.clone().unwrap_or_default()
         } else {
             self.subjects.args.sites.clone()
         };
@@ -611,10 +657,14 @@ impl<'m> Finder<'m> {
                 .fetch_one(&mut *conn)
                 .await?;
                 let (min, max): (u64, u64) = (row.try_get(0)?, row.try_get(1)?);
-                let mut by_stored = HashMap::new();
+                let mut by_stored: HashMap<String, Vec<(usize, Option<[u8; 8]>)>> = HashMap::new();
                 for (i, s) in batch.iter().enumerate() {
                     for f in &s.forms {
-                        by_stored.insert(f.stored.clone(), i);
+                        let may_be_cut = f.stored.chars().count() >= USER_ID_MAX_CHARS;
+                        by_stored
+                            .entry(f.stored.clone())
+                            .or_default()
+                            .push((i, may_be_cut.then_some(f.idvisitor)));
                     }
                 }
                 let matched = vec![false; batch.len()];
@@ -637,7 +687,7 @@ impl<'m> Finder<'m> {
             pass.next = end.saturating_add(1);
             let forms: Vec<&String> = pass.by_stored.keys().collect();
             let sql = format!(
-                "SELECT {}, CAST(user_id AS BINARY) FROM {} \
+                "SELECT {}, CAST(user_id AS BINARY), idvisitor FROM {} \
                  WHERE idvisit BETWEEN {start} AND {end} AND user_id IN ({}){}{}",
                 VISIT_COLUMNS,
                 self.matomo.table("log_visit"),
@@ -659,18 +709,33 @@ impl<'m> Finder<'m> {
                 let uid = uid
                     .and_then(|u| String::from_utf8(u).ok())
                     .unwrap_or_default();
-                if let Some(i) = pass.by_stored.get(&uid) {
-                    pass.matched[*i] = true;
+                let idvisitor: Vec<u8> = r.try_get(5)?;
+                let mut hit = false;
+                let mut cut_clash = false;
+                for (i, need) in pass.by_stored.get(&uid).into_iter().flatten() {
+                    match need {
+                        Some(v) if v.as_slice() != idvisitor.as_slice() => cut_clash = true,
+                        _ => {
+                            pass.matched[*i] = true;
+                            hit = true;
+                        }
+                    }
+                }
+                if hit {
                     out.push(visit);
                 } else {
                     near.push(NearMatch {
                         idsite: visit.idsite,
                         idvisit: visit.idvisit,
-                        differs_by: differs_by(&uid, pass.by_stored.keys()),
+                        differs_by: if cut_clash {
+                            "same first 200 characters, other visitor id"
+                        } else {
+                            differs_by(&uid, pass.by_stored.keys())
+                        },
                         user_id_hash: receipt_hash(&uid),
-                        erased: collation,
+                        erased: collation && !cut_clash,
                     });
-                    if collation {
+                    if collation && !cut_clash {
                         out.push(visit);
                     }
                 }
@@ -699,7 +764,7 @@ fn differs_by<'a>(stored: &str, forms: impl Iterator<Item = &'a String>) -> &'st
     best
 }
 
-fn visit_row(r: &sqlx::mysql::MySqlRow) -> Result<VisitRow, sqlx::Error> {
+pub fn visit_row(r: &sqlx::mysql::MySqlRow) -> Result<VisitRow, sqlx::Error> {
     Ok(VisitRow {
         idvisit: r.try_get(0)?,
         idsite: r.try_get(1)?,

@@ -648,6 +648,24 @@ fn exit_code_2_means_nothing_was_changed() {
         "0",
     ]);
     match o.status.code() {
+        // An unknown timezone does not stop the run: the UTC date and the days either side
+        // are queued for that site, so every possible local date is covered.
+        Some(0) => {
+            assert_eq!(
+                db.count("SELECT COUNT(*) FROM m_log_visit WHERE user_id = 'dave'"),
+                0
+            );
+            for day in ["2023-12-31", "2024-01-01", "2024-01-02"] {
+                assert_eq!(
+                    db.count(&format!(
+                        "SELECT COUNT(*) FROM m_option WHERE option_name LIKE \
+                         '%report\\_to\\_invalidate\\_2\\_{day}%'"
+                    )),
+                    1,
+                    "site 2 {day} queued"
+                );
+            }
+        }
         Some(2) => {
             assert_eq!(
                 db.erase_state("m_"),
