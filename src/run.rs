@@ -177,39 +177,64 @@ async fn inspect_cmd(cli: &Cli) -> anyhow::Result<()> {
 }
 
 /// The run key: a hash of the subjects and selection options, never the identifiers. The same
-/// command gives the same key, which is how a re-run finds the chunks of the run it finishes.
+/// subjects give the same key whatever their order, file or option, which is how a re-run (or
+/// `verify`) finds the chunks of the run it finishes. Each subject adds its own hash to a sum,
+/// so the key is computed while streaming, in constant memory.
 fn run_key(matomo: &Matomo, subjects: &Subjects) -> anyhow::Result<String> {
     let a = &subjects.args;
-    let mut h = Sha256::new();
-    h.update(format!(
-        "v1|{}|{}|{:?}|{:?}|{:?}|{:?}\n",
-        matomo.database, matomo.prefix, a.sites, a.match_mode, a.since, a.until
-    ));
+    let mut sum: u128 = 0;
+    let mut add = |item: String| {
+        let d = Sha256::digest(item.as_bytes());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        sum = sum.wrapping_add(u128::from_le_bytes(b));
+    };
     for v in &subjects.visit_ids {
-        h.update(format!("visit:{v}\n"));
+        add(format!("visit:{v}"));
     }
+    let mut from_file = 0u64;
     if let Some(mut lines) = subjects.open_visit_ids()? {
         while let Some(v) = lines.next_id()? {
-            h.update(format!("visit:{v}\n"));
+            add(format!("visit:{v}"));
+            from_file += 1;
         }
     }
     for v in &subjects.visitor_ids {
-        h.update(format!("visitor:{}\n", hex::encode(v)));
+        add(format!("visitor:{}", hex::encode(v)));
     }
     for u in &subjects.user_ids {
-        h.update(format!(
-            "user:{}\n",
+        add(format!(
+            "user:{}",
             UserIdSubject::new(u, &matomo.rules)?.receipt_hash
         ));
     }
     if let Some(mut lines) = subjects.open_lines()? {
         while let Some(u) = lines.next_id()? {
-            h.update(format!(
-                "user:{}\n",
+            add(format!(
+                "user:{}",
                 UserIdSubject::new(&u, &matomo.rules)?.receipt_hash
             ));
+            from_file += 1;
         }
     }
+    let given_files = subjects.user_ids_file.is_some() || subjects.visit_ids_file.is_some();
+    let given_inline = !subjects.user_ids.is_empty()
+        || !subjects.visitor_ids.is_empty()
+        || !subjects.visit_ids.is_empty();
+    if given_files && from_file == 0 && !given_inline {
+        return Err(crate::error::usage(
+            "the ids file holds no id (only blank lines, or nothing): check the export that \
+             made it",
+        ));
+    }
+    let mut sites = a.sites.clone();
+    sites.sort_unstable();
+    sites.dedup();
+    let mut h = Sha256::new();
+    h.update(format!(
+        "v2|{}|{}|{:?}|{:?}|{:?}|{:?}|{sum:032x}",
+        matomo.database, matomo.prefix, sites, a.match_mode, a.since, a.until
+    ));
     Ok(hex::encode(&h.finalize()[..16]))
 }
 

@@ -444,3 +444,51 @@ fn visit_ids_file_is_streamed_and_bad_lines_are_named() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn run_key_ignores_order_and_an_empty_ids_file_is_refused() {
+    let db = ScratchDb::with_fixture("runkey", THREE_SITES);
+    let dir = std::env::temp_dir().join(format!("me_rk_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b, empty) = (dir.join("a.txt"), dir.join("b.txt"), dir.join("empty.txt"));
+    std::fs::write(&a, "alice.peer@example.org\nnobody@example.org\n").unwrap();
+    std::fs::write(&b, "nobody@example.org\nalice.peer@example.org\n").unwrap();
+    std::fs::write(&empty, "\n\n").unwrap();
+    let ka = erase_json(
+        &db,
+        &[
+            "--user-ids-file",
+            a.to_str().unwrap(),
+            "--site",
+            "1",
+            "--site",
+            "3",
+        ],
+        false,
+    );
+    let kb = erase_json(
+        &db,
+        &[
+            "--user-ids-file",
+            b.to_str().unwrap(),
+            "--site",
+            "3",
+            "--site",
+            "1",
+        ],
+        false,
+    );
+    assert_eq!(ka["run_key"], kb["run_key"]);
+    assert_eq!(ka["visits"], 8);
+    let o = run(&[
+        "erase",
+        "--database-url",
+        &db.url(),
+        "--user-ids-file",
+        empty.to_str().unwrap(),
+        "--execute",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("holds no id"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
