@@ -1,6 +1,6 @@
 //! The command line: commands, selectors and options. Parsing only; `run` does the work.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -107,7 +107,7 @@ pub struct SelectArgs {
     pub visitor_ids: Vec<String>,
 
     /// A visit id, log_visit.idvisit (repeatable).
-    #[arg(long = "visit-id", value_name = "N")]
+    #[arg(long = "visit-id", value_name = "N", value_parser = VisitIdParser)]
     pub visit_ids: Vec<u64>,
 
     /// A file with one visit id (log_visit.idvisit) a line, streamed.
@@ -126,12 +126,13 @@ pub struct SelectArgs {
     #[arg(long = "match", value_enum, default_value_t)]
     pub match_mode: MatchMode,
 
-    /// Only visits whose last action is on or after this UTC date (YYYY-MM-DD).
-    #[arg(long)]
+    /// Only visits whose last action is on or after this UTC date (inclusive).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
     pub since: Option<NaiveDate>,
 
-    /// Only visits whose last action is before this UTC date (YYYY-MM-DD).
-    #[arg(long)]
+    /// Only visits whose last action is before this UTC date (exclusive: --until 2024-02-01
+    /// ends with the visits of January 31).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
     pub until: Option<NaiveDate>,
 }
 
@@ -144,12 +145,17 @@ pub struct EraseArgs {
     #[arg(long)]
     pub execute: bool,
 
-    /// Visits in the first chunk; later chunks adapt to --chunk-time.
+    /// Visits in the first chunk, capped by --max-chunk-size; later chunks adapt to
+    /// --chunk-time.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub chunk_size: u32,
 
-    /// Largest chunk, in visits.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Largest chunk, in visits, the first one included.
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
     pub max_chunk_size: u32,
 
     /// Time target of one chunk transaction (e.g. 0.5s, 500ms); 0 keeps --chunk-size fixed.
@@ -184,8 +190,8 @@ pub struct ThrottleArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_history: u64,
 
-    /// Galera: pause while wsrep_flow_control_paused is above this fraction.
-    #[arg(long, default_value_t = 0.1)]
+    /// Galera: pause while wsrep_flow_control_paused is above this fraction (0 to 1).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_fraction)]
     pub max_flow_control: f64,
 
     /// Galera: pause while wsrep_local_recv_queue is above N.
@@ -217,24 +223,47 @@ pub struct ThrottleArgs {
     pub max_retries: u32,
 }
 
-/// A duration as a number of seconds (`0.5`) or with units (`500ms`, `2s`, `1m 30s`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+impl EraseArgs {
+    /// The size of the first chunk: --chunk-size, capped by --max-chunk-size.
+    pub fn first_chunk_size(&self) -> u32 {
+        self.chunk_size.min(self.max_chunk_size)
     }
-    if let Some(num) = t.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
-        if num.is_finite() && num >= 0.0 {
-            return Ok(Duration::from_secs_f64(num));
-        }
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("{e}; give seconds (0.5) or a duration such as 500ms, 2s, 10m"))
 }
 
-/// `VAR=N` as gh-ost's --max-load takes it.
+/// The longest duration an option takes. Longer is a typo, and `Duration::from_secs_f64`
+/// panics on a number of seconds that does not fit in 64 bits.
+const MAX_DURATION: Duration = Duration::from_secs(3653 * 24 * 3600);
+
+/// A duration as a number of seconds (`0.5`) or with units (`500ms`, `2s`, `1m 30s`), from 0 to
+/// 10 years.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HINT: &str = "give seconds (0.5) or a duration such as 500ms, 2s, 10m";
+    let too_long = || format!("more than 10 years is not a useful limit; {HINT}");
+    let t = text.trim();
+    let seconds = t
+        .parse::<f64>()
+        .ok()
+        .or_else(|| t.strip_suffix('s')?.trim_end().parse::<f64>().ok());
+    let duration = match seconds {
+        Some(s) if !s.is_finite() => return Err(format!("not a finite number; {HINT}")),
+        Some(s) if s < 0.0 => return Err(format!("a duration cannot be negative; {HINT}")),
+        Some(s) if s > MAX_DURATION.as_secs_f64() => return Err(too_long()),
+        // `max` turns -0 into 0, which from_secs_f64 would refuse.
+        Some(s) => Duration::from_secs_f64(s.max(0.0)),
+        None if t.starts_with('-') => {
+            return Err(format!("a duration cannot be negative; {HINT}"));
+        }
+        None => humantime::parse_duration(t).map_err(|e| format!("{e}; {HINT}"))?,
+    };
+
+    if duration > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(duration)
+}
+
+/// `VAR=N` as gh-ost's --max-load takes it. N is a finite number, not negative: a NaN limit
+/// would silently never trigger (every comparison with NaN is false).
 pub fn parse_threshold(text: &str) -> Result<(String, f64), String> {
     let (name, value) = text
         .split_once('=')
@@ -243,9 +272,238 @@ pub fn parse_threshold(text: &str) -> Result<(String, f64), String> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("{name:?} is not a status variable name"));
     }
-    let value: f64 = value
+
+    let number: f64 = value
         .trim()
         .parse()
         .map_err(|_| format!("{value:?} is not a number in {text:?}"))?;
-    Ok((name.to_owned(), value))
+    if !number.is_finite() || number < 0.0 {
+        return Err(format!(
+            "{value:?} in {text:?} is not a limit: give a number of 0 or more, e.g. \
+             Threads_running=25"
+        ));
+    }
+    Ok((name.to_owned(), number))
+}
+
+/// A fraction from 0 to 1 (--max-flow-control); NaN, infinity and negatives are refused, since
+/// a comparison with them never pauses or always does.
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err("give a fraction from 0 to 1, e.g. 0.1 (1 never pauses)".into()),
+    }
+}
+
+/// A UTC date in the form YYYY-MM-DD, from 1970-01-01 to 9999-12-31. chrono alone also reads
+/// `+10000-01-01`, which as SQL text is no DATETIME: MariaDB would compare it as a string and
+/// turn the --since/--until window around.
+pub fn parse_date(text: &str) -> Result<NaiveDate, String> {
+    const HINT: &str = "give a date from 1970-01-01 to 9999-12-31 as YYYY-MM-DD";
+    let t = text.trim();
+    let shape = t.len() == 10
+        && t.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !shape {
+        return Err(format!("not in the form YYYY-MM-DD; {HINT}"));
+    }
+
+    let date =
+        NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| format!("no such day; {HINT}"))?;
+    if date.year() < 1970 {
+        return Err(format!("before 1970; {HINT}"));
+    }
+    Ok(date)
+}
+
+/// Parses --visit-id itself: clap's own number parser repeats a wrong value in its error, and a
+/// value given to the wrong option may be a person's email address.
+#[derive(Clone)]
+struct VisitIdParser;
+
+impl clap::builder::TypedValueParser for VisitIdParser {
+    type Value = u64;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<u64, clap::Error> {
+        crate::subject::parse_visit_id(&value.to_string_lossy(), "a --visit-id value").map_err(
+            |e| {
+                let mut cmd = cmd.clone();
+                cmd.error(clap::error::ErrorKind::ValueValidation, e)
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_are_refused_when_not_finite_negative_or_over_ten_years() {
+        for bad in [
+            "1e20",
+            "1e30",
+            "1e300",
+            "99999999999999999999s",
+            "100000000h",
+            "3654days",
+            "nan",
+            "inf",
+            "-inf",
+            "infs",
+            "-1",
+            "-1s",
+            "-5m",
+            "10 parsecs",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("-0").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration("3650days").unwrap(),
+            Duration::from_secs(3650 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("315576000").unwrap(),
+            Duration::from_secs(315_576_000)
+        );
+    }
+
+    #[test]
+    fn thresholds_and_fractions_are_finite_and_not_negative() {
+        for bad in [
+            "Threads_running=nan",
+            "Threads_running=NaN",
+            "x=inf",
+            "x=-1",
+            "x=",
+            "=3",
+        ] {
+            assert!(parse_threshold(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            parse_threshold(" Threads_running = 25 ").unwrap(),
+            ("Threads_running".to_owned(), 25.0)
+        );
+        for bad in ["nan", "inf", "-0.1", "1.5", "x"] {
+            assert!(parse_fraction(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(parse_fraction("0").unwrap(), 0.0);
+        assert_eq!(parse_fraction("1").unwrap(), 1.0);
+    }
+
+    #[test]
+    fn dates_are_yyyy_mm_dd_from_1970_to_9999() {
+        for bad in [
+            "+10000-01-01",
+            "10000-01-01",
+            "+2024-01-01",
+            "1969-12-31",
+            "0000-01-01",
+            "2024-02-30",
+            "2024-2-3",
+            "20240101",
+            "2024/01/01",
+            "",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            parse_date("1970-01-01").unwrap(),
+            NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
+        );
+        assert_eq!(
+            parse_date("9999-12-31").unwrap(),
+            NaiveDate::from_ymd_opt(9999, 12, 31).unwrap()
+        );
+    }
+
+    #[test]
+    fn options_refuse_bad_values_at_parse_time() {
+        for bad in [
+            ["--chunk-time", "1e20"],
+            ["--max-lag", "1e30"],
+            ["--max-runtime", "1e300"],
+            ["--max-load", "Threads_running=nan"],
+            ["--critical-load", "Threads_running=inf"],
+            ["--max-flow-control", "nan"],
+            ["--since", "+10000-01-01"],
+            ["--until", "+10000-01-01"],
+        ] {
+            let parsed =
+                Cli::try_parse_from(["matomo-erase", "erase", "--user-id", "x", bad[0], bad[1]]);
+            assert!(parsed.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_wrong_visit_id_is_not_repeated_in_the_error() {
+        let email = "alice.peer@example.org";
+        let err = Cli::try_parse_from(["matomo-erase", "find", "--visit-id", email]).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(!text.contains("alice"), "{text}");
+        assert!(text.contains("--visit-id"), "{text}");
+
+        let cli = Cli::try_parse_from([
+            "matomo-erase",
+            "find",
+            "--visit-id",
+            "12",
+            "--visit-id",
+            "7",
+        ])
+        .unwrap();
+        let Command::Find(select) = cli.command else {
+            panic!("not find");
+        };
+        assert_eq!(select.visit_ids, [12, 7]);
+    }
+
+    #[test]
+    fn help_says_until_is_exclusive_and_chunk_size_is_capped() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("erase")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains("before this UTC date (exclusive"), "{help}");
+        assert!(help.contains("capped by --max-chunk-size"), "{help}");
+    }
+
+    #[test]
+    fn the_first_chunk_is_capped_by_max_chunk_size() {
+        let cli = Cli::try_parse_from([
+            "matomo-erase",
+            "erase",
+            "--user-id",
+            "x",
+            "--chunk-size",
+            "50",
+            "--max-chunk-size",
+            "5",
+        ])
+        .unwrap();
+        let Command::Erase(erase) = cli.command else {
+            panic!("not erase");
+        };
+        assert_eq!(erase.first_chunk_size(), 5);
+    }
 }
