@@ -45,8 +45,8 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConnArgs {
     /// mysql://USER:PASS@HOST:PORT/DB; ?socket=/path for a unix socket, ?ssl-mode=REQUIRED
-    /// for TLS.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    /// for TLS. Without it and without --matomo-config, the DATABASE_URL variable is used.
+    #[arg(long, global = true)]
     pub database_url: Option<String>,
 
     /// Read the connection and table prefix from Matomo's config/config.ini.php.

@@ -34,7 +34,7 @@ pub const VISIT_COLUMNS: &str = "idvisit, idsite, \
     IF(YEAR(visit_first_action_time) = 0, NULL, visit_first_action_time), \
     IF(YEAR(visit_last_action_time) = 0, NULL, visit_last_action_time)";
 /// Visits sampled by `--lookup auto`.
-const AUTO_SAMPLE: u32 = 5000;
+const AUTO_SAMPLE: u32 = 2000;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct VisitRow {
@@ -182,13 +182,8 @@ impl VisitIdLines {
             return Ok(None);
         };
         self.line += 1;
-        text.trim().parse().map(Some).map_err(|_| {
-            usage(format!(
-                "entry {} of the visit-ids file is not a visit id (a positive whole number): {:?}",
-                self.line,
-                crate::report::elide(text.trim())
-            ))
-        })
+        let origin = format!("entry {} of the visit-ids file", self.line);
+        crate::subject::parse_visit_id(&text, &origin).map(Some)
     }
 }
 
@@ -343,12 +338,16 @@ enum Stage {
     Done,
 }
 
+/// A subject (by its index in the batch) claiming a stored form, with the visitor id a row
+/// must carry when the form may be a cut longer id.
+type Claim = (usize, Option<[u8; 8]>);
+
 struct ScanPass {
     batch: Vec<UserIdSubject>,
     /// Stored form → (subject, visitor id the row must have). A form of 200 characters may be
     /// a cut longer id, shared by everyone whose id starts the same; the visitor id, derived
     /// from the uncut id, tells them apart.
-    by_stored: HashMap<String, Vec<(usize, Option<[u8; 8]>)>>,
+    by_stored: HashMap<String, Vec<Claim>>,
     matched: Vec<bool>,
     next: u64,
     max: u64,
@@ -657,7 +656,7 @@ impl<'m> Finder<'m> {
                 .fetch_one(&mut *conn)
                 .await?;
                 let (min, max): (u64, u64) = (row.try_get(0)?, row.try_get(1)?);
-                let mut by_stored: HashMap<String, Vec<(usize, Option<[u8; 8]>)>> = HashMap::new();
+                let mut by_stored: HashMap<String, Vec<Claim>> = HashMap::new();
                 for (i, s) in batch.iter().enumerate() {
                     for f in &s.forms {
                         let may_be_cut = f.stored.chars().count() >= USER_ID_MAX_CHARS;
