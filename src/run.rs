@@ -290,6 +290,12 @@ struct EraseReport {
 }
 
 fn summarize_subjects(subjects: &Subjects, finder: &Finder<'_>) -> SubjectSummary {
+    if let Some((n, line)) = finder.outer_whitespace() {
+        tracing::warn!(
+            "{n} ids in the user-ids file start or end with spaces (first on line {line}); they \
+             are matched with the spaces, as Matomo stored what it was sent"
+        );
+    }
     SubjectSummary {
         user_ids: finder.user_ids_seen,
         visitor_ids: subjects.visitor_ids.len(),

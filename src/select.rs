@@ -479,6 +479,14 @@ impl<'m> Finder<'m> {
         Ok(rows.iter().map(visit_row).collect::<Result<_, _>>()?)
     }
 
+    /// Ids in the user-ids file with spaces at either end (kept: they are part of an id, but
+    /// usually an export's mistake), and the first such line.
+    pub fn outer_whitespace(&self) -> Option<(u64, u64)> {
+        let lines = self.lines.as_ref()?;
+        let n = lines.whitespace_warnings();
+        (n > 0).then(|| (n, lines.first_whitespace_line().unwrap_or(0)))
+    }
+
     /// The next user id from `--user-id` then `--user-ids-file`.
     fn next_user_id(&mut self) -> anyhow::Result<Option<UserIdSubject>> {
         let typed = if self.args_pos < self.subjects.user_ids.len() {
