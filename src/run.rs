@@ -431,6 +431,11 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     spawn_signal_watch(stop_flag.clone());
     let mut progress = Progress::new(cli.quiet || cli.json);
     let mut chunk_size = args.chunk_size.min(args.max_chunk_size) as usize;
+    if throttle.ws_max_rows > 0 {
+        // Galera refuses a writeset over wsrep_max_ws_rows. Before the first chunk tells the
+        // rows per visit, assume a heavy visit (20 rows) and stay under half the limit.
+        chunk_size = chunk_size.min(((throttle.ws_max_rows / 2) / 20).max(1) as usize);
+    }
     let mut buffer: Vec<u64> = Vec::new();
     let mut last_pause = String::new();
     let mut stopped: Option<String> = None;
