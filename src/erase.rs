@@ -125,6 +125,7 @@ fn delete_sql(matomo: &Matomo, t: &LogTable, ids: &str) -> String {
 pub struct ChunkResult {
     pub chunk: u32,
     pub visits: u64,
+    pub visits_per_site: BTreeMap<u32, u64>,
     pub rows: BTreeMap<String, u64>,
     pub site_days: BTreeSet<SiteDay>,
     pub invalidations_inserted: u64,
@@ -259,6 +260,7 @@ impl<'m> Eraser<'m> {
                         return Ok(ChunkResult {
                             chunk,
                             visits: e.visits.into(),
+                            visits_per_site: BTreeMap::new(),
                             rows: e.rows,
                             site_days: e.site_days.into_iter().collect(),
                             invalidations_inserted: 0,
@@ -307,6 +309,10 @@ impl<'m> Eraser<'m> {
             });
         }
         let present: Vec<u64> = visits.iter().map(|v| v.idvisit).collect();
+        let mut visits_per_site = BTreeMap::new();
+        for v in &visits {
+            *visits_per_site.entry(v.idsite).or_default() += 1;
+        }
         let ids = int_list(&present);
 
         let mut notes = self.notes.clone();
@@ -353,6 +359,7 @@ impl<'m> Eraser<'m> {
         Ok(ChunkResult {
             chunk,
             visits: present.len() as u64,
+            visits_per_site,
             rows: per_table,
             site_days,
             invalidations_inserted: inserted,

@@ -511,6 +511,9 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                 );
                 report.chunks += u32::from(r.visits > 0);
                 report.visits += r.visits;
+                for (site, n) in &r.visits_per_site {
+                    *report.visits_per_site.entry(*site).or_default() += n;
+                }
                 for (t, n) in &r.rows {
                     *report.rows.entry(t.clone()).or_default() += n;
                 }

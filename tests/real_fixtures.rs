@@ -67,6 +67,8 @@ fn alice_is_erased_exactly_as_matomo_did_and_nobody_else_changes() {
     );
     assert_eq!(done["executed"], true);
     assert_eq!(done["visits"], 12);
+    assert_eq!(done["visits_per_site"], plan["visits_per_site"]);
+    assert_eq!(done["visits_per_site"]["2"], 4);
     for (t, n) in expected["rows_deleted"].as_object().unwrap() {
         assert_eq!(done["rows"][t], *n, "deleted rows of {t}");
     }
