@@ -33,30 +33,9 @@ fn adv_db(hint: &str) -> ScratchDb {
     ScratchDb { name }
 }
 
-/// Loads sql/schema.sql under a prefix into a database.
-fn load_schema(db: &ScratchDb, prefix: &str) {
-    let schema =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/schema.sql"))
-            .expect("sql/schema.sql exists")
-            .replace("{{PREFIX}}", prefix);
-    let mut child = Command::new("mariadb")
-        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("mariadb runs");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(schema.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "loading schema failed");
-}
-
 fn adv_schema(hint: &str, prefix: &str) -> ScratchDb {
     let db = adv_db(hint);
-    load_schema(&db, prefix);
+    db.load_schema(prefix);
     db
 }
 
@@ -1210,8 +1189,8 @@ fn read_only_commands_write_nothing_anywhere() {
 #[test]
 fn two_installs_views_and_odd_log_tables_stay_isolated() {
     let db = adv_db("twoinst");
-    load_schema(&db, "p%_");
-    load_schema(&db, "pa_");
+    db.load_schema("p%_");
+    db.load_schema("pa_");
     for p in ["p%_", "pa_"] {
         let d = Data::new(&db, p);
         d.site(1, "UTC");

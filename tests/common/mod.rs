@@ -75,13 +75,19 @@ impl ScratchDb {
     /// A database with our Matomo 5 schema (sql/schema.sql) under the given prefix.
     pub fn with_schema(hint: &str, prefix: &str) -> ScratchDb {
         let db = ScratchDb::new(hint);
+        db.load_schema(prefix);
+        db
+    }
+
+    /// Loads sql/schema.sql under a prefix (a second prefix makes a second install).
+    pub fn load_schema(&self, prefix: &str) {
         let schema = std::fs::read_to_string(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql/schema.sql"),
         )
         .expect("sql/schema.sql exists")
         .replace("{{PREFIX}}", prefix);
         let mut child = Command::new("mariadb")
-            .args(["-h", HOST, "-P", PORT, "-uroot", &db.name])
+            .args(["-h", HOST, "-P", PORT, "-uroot", &self.name])
             .stdin(Stdio::piped())
             .spawn()
             .expect("mariadb runs");
@@ -96,7 +102,6 @@ impl ScratchDb {
             child.wait().unwrap().success(),
             "loading sql/schema.sql failed"
         );
-        db
     }
 
     pub fn url(&self) -> String {
