@@ -12,7 +12,10 @@ use crate::inspect::{LogTable, Matomo, Reach};
 use crate::invalidate::{self, Notes, SiteDay};
 use crate::journal::{self, Entry};
 use crate::select::{visit_row, VisitRow, VISIT_COLUMNS};
-use crate::sql::{ident, int_list, is_connection_lost, is_lock_conflict};
+use crate::sql::{
+    ident, int_list, is_connection_lost, is_lock_conflict, is_node_not_ready, writeset_limit,
+};
+use crate::throttle::WritesetLimit;
 use serde::Serialize;
 use sqlx::mysql::MySqlConnection;
 use sqlx::Connection;
@@ -138,8 +141,10 @@ pub async fn prepare_session(
     conn: &mut MySqlConnection,
     lock_wait_timeout: u32,
 ) -> anyhow::Result<()> {
+    // The same limit for metadata locks: an ALTER TABLE or FLUSH TABLES WITH READ LOCK
+    // elsewhere must not hold a chunk for the server's default of a year.
     sqlx::query(&format!(
-        "SET SESSION innodb_lock_wait_timeout = {}",
+        "SET SESSION innodb_lock_wait_timeout = {0}, lock_wait_timeout = {0}",
         lock_wait_timeout.max(1)
     ))
     .execute(&mut *conn)
@@ -165,6 +170,8 @@ pub async fn prepare_session(
 pub enum ChunkError {
     /// Retries exhausted on deadlocks / lock waits / lost connections.
     GaveUp(String),
+    /// Galera refused the chunk's writeset as too large; nothing of it was committed.
+    TooBig(WritesetLimit),
     Other(anyhow::Error),
 }
 
@@ -204,8 +211,11 @@ impl<'m> Eraser<'m> {
                 Err(e) => e,
             };
             let sqlx_err = err.downcast_ref::<sqlx::Error>();
+            if let Some(limit) = sqlx_err.and_then(writeset_limit) {
+                return Err(ChunkError::TooBig(limit));
+            }
             let lost = sqlx_err.is_some_and(is_connection_lost);
-            let conflict = sqlx_err.is_some_and(is_lock_conflict);
+            let conflict = sqlx_err.is_some_and(|e| is_lock_conflict(e) || is_node_not_ready(e));
             if !lost && !conflict {
                 return Err(ChunkError::Other(err));
             }
@@ -379,7 +389,35 @@ fn backoff(attempt: u32) -> Duration {
 /// Checks, inside a transaction that is rolled back, that this user may do every statement an
 /// erase needs. MySQL checks privileges when a statement is prepared, so a statement that matches
 /// no row (`IN (NULL)` is never true) fails on a missing privilege while changing nothing.
-pub async fn check_privileges(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Result<()> {
+///
+/// The probes take the tables' metadata locks, so a DBA's LOCK TABLES or a running ALTER holds
+/// them up; on a session with a short lock wait limit (prepare_session) each wait ends in a
+/// lock wait timeout, logged and tried again up to `max_retries` times.
+pub async fn check_privileges(
+    conn: &mut MySqlConnection,
+    matomo: &Matomo,
+    max_retries: u32,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let result = probe_privileges(conn, matomo).await;
+        let locked = result.as_ref().err().is_some_and(|e| {
+            e.downcast_ref::<sqlx::Error>()
+                .is_some_and(is_lock_conflict)
+        });
+        if !locked || attempt >= max_retries {
+            return result;
+        }
+        attempt += 1;
+        tracing::warn!(
+            attempt,
+            "another session's lock holds up the privilege check; trying again"
+        );
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+async fn probe_privileges(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Result<()> {
     let db = &matomo.database;
     let mut probes: Vec<(String, String)> = Vec::new();
     for t in &matomo.log_tables {

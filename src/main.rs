@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
+        (true, _) => "warn",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",

@@ -18,7 +18,7 @@ use crate::verify::{self, VerifyReport};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::mysql::MySqlConnection;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -399,9 +399,31 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         return print_erase(cli, &report);
     }
 
-    erase::check_privileges(&mut conn, &matomo).await?;
-    erase::prepare_journal(&mut conn, &matomo).await?;
-    let earlier = journal::earlier(&mut conn, &matomo, &run_key).await?;
+    // The writing session is made first, with its short lock wait limit, so that the checks
+    // before the first chunk are not held up silently by another session's locks either.
+    let mut writer = connect::open(&target).await?;
+    erase::prepare_session(&mut writer, args.throttle.lock_wait_timeout).await?;
+    erase::check_privileges(&mut writer, &matomo, args.throttle.max_retries).await?;
+
+    // Nothing is written, not even the journal table, while the throttle says wait.
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    spawn_signal_watch(stop_flag.clone());
+    let mut progress = Progress::new(cli.quiet || cli.json);
+    let mut gate = Gate {
+        throttle: &mut throttle,
+        stop_flag: &stop_flag,
+        last_pause: String::new(),
+        pauses: 0,
+    };
+    if let Some(why) = gate.wait(&mut conn, &progress).await? {
+        progress.finish();
+        report.pauses = gate.pauses;
+        report.stopped = Some(why.clone());
+        return stopped_part_way(cli, &mut report, started, &why);
+    }
+
+    erase::prepare_journal(&mut writer, &matomo).await?;
+    let earlier = journal::earlier(&mut writer, &matomo, &run_key).await?;
     if earlier.chunks > 0 {
         tracing::info!(
             chunks = earlier.chunks,
@@ -411,8 +433,6 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         report.earlier_runs = Some(earlier.clone());
     }
 
-    let mut writer = connect::open(&target).await?;
-    erase::prepare_session(&mut writer, args.throttle.lock_wait_timeout).await?;
     let mut eraser = Eraser {
         matomo: &matomo,
         target: target.clone(),
@@ -427,21 +447,12 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         reconnects: 0,
     };
 
-    let stop_flag = Arc::new(AtomicBool::new(false));
-    spawn_signal_watch(stop_flag.clone());
-    let mut progress = Progress::new(cli.quiet || cli.json);
     let mut chunk_size = args.chunk_size.min(args.max_chunk_size) as usize;
-    if throttle.ws_max_rows > 0 {
-        // Galera refuses a writeset over wsrep_max_ws_rows. Before the first chunk tells the
-        // rows per visit, assume a heavy visit (20 rows) and stay under half the limit.
-        chunk_size = chunk_size.min(((throttle.ws_max_rows / 2) / 20).max(1) as usize);
-    }
-    let mut buffer: Vec<u64> = Vec::new();
-    let mut last_pause = String::new();
-    let mut stopped: Option<String> = None;
+    let mut buffer: VecDeque<u64> = VecDeque::new();
 
     // Any error once chunks are committed ends the run as 'stopped part-way' with its receipt,
     // never as bad input: the database did change, and re-running finishes it.
+    let mut stopped: Option<String> = None;
     let loop_result: anyhow::Result<()> = async {
         'outer: loop {
             if stop_flag.load(Ordering::SeqCst) {
@@ -454,47 +465,52 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                 buffer.extend(b.iter().map(|v| v.idvisit));
             }
             while buffer.len() >= chunk_size || (done && !buffer.is_empty()) {
-                loop {
-                    if stop_flag.load(Ordering::SeqCst) {
-                        stopped = Some("signal received".into());
-                        break 'outer;
-                    }
-                    match throttle.check(&mut eraser.conn).await {
-                        Ok(Verdict::Go) => break,
-                        Ok(Verdict::Stop(why)) => {
-                            stopped = Some(why);
-                            break 'outer;
-                        }
-                        Ok(Verdict::Pause(why)) => {
-                            // One pause is one stretch of waiting, however its reason changes.
-                            if last_pause.is_empty() {
-                                report.pauses += 1;
-                            }
-                            if why != last_pause {
-                                tracing::warn!("pausing: {why}");
-                                last_pause = why.clone();
-                            }
-                            progress.paused(&why);
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
+                let verdict = loop {
+                    match gate.wait(&mut eraser.conn, &progress).await {
+                        Ok(verdict) => break verdict,
                         Err(e) => {
                             tracing::warn!("throttle check failed: {e}; reconnecting");
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             let _ = eraser.reconnect_pub().await;
                         }
                     }
+                };
+                if let Some(why) = verdict {
+                    stopped = Some(why);
+                    break 'outer;
                 }
-                if !last_pause.is_empty() {
-                    tracing::info!("resuming after pause ({last_pause})");
-                    last_pause.clear();
-                }
-                let take = chunk_size.min(buffer.len());
+                let take = chunk_size.min(gate.throttle.chunk_cap()).min(buffer.len());
                 let ids: Vec<u64> = buffer.drain(..take).collect();
                 let r = match eraser.erase_chunk(&ids).await {
                     Ok(r) => r,
                     Err(ChunkError::GaveUp(why)) => {
                         stopped = Some(why);
                         break 'outer;
+                    }
+                    Err(ChunkError::TooBig(limit)) => {
+                        // Rolled back whole; the same visits go again in smaller chunks.
+                        if take == 1 {
+                            stopped = Some(format!(
+                                "visit {} alone is over a Galera writeset limit ({}); raise \
+                                 that limit for the erase (SET GLOBAL wsrep_max_ws_rows = 0 \
+                                 lifts the row limit) and run the same command again",
+                                ids[0],
+                                gate.throttle.writeset_limits()
+                            ));
+                            break 'outer;
+                        }
+                        tracing::warn!(
+                            visits = take,
+                            "chunk over a Galera writeset limit ({}); rolled back, retrying \
+                             in smaller chunks",
+                            gate.throttle.writeset_limits()
+                        );
+                        gate.throttle.chunk_too_big(take, limit);
+                        for id in ids.into_iter().rev() {
+                            buffer.push_front(id);
+                        }
+                        chunk_size = (take / 2).max(1);
+                        continue;
                     }
                     Err(ChunkError::Other(e)) => return Err(e),
                 };
@@ -520,8 +536,8 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                 report.invalidations_inserted += r.invalidations_inserted;
                 site_days.extend(r.site_days.iter().copied());
                 progress.chunk_done(r.visits, rows, chunk_size);
-                chunk_size =
-                    next_chunk_size(args, take, rows, r.visits, r.elapsed, throttle.ws_max_rows);
+                gate.throttle.chunk_committed(r.visits, rows);
+                chunk_size = next_chunk_size(args, take, r.visits, r.elapsed);
                 if !args.throttle.sleep.is_zero() {
                     tokio::time::sleep(args.throttle.sleep).await;
                 }
@@ -533,6 +549,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         Ok(())
     }
     .await;
+    report.pauses = gate.pauses;
     if let Err(e) = loop_result {
         if report.chunks == 0 {
             progress.finish();
@@ -554,14 +571,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     report.invalidation_notes = eraser.notes.clone();
 
     if let Some(why) = stopped {
-        report.elapsed_seconds = started.elapsed().as_secs_f64();
-        print_erase(cli, &report)?;
-        return Err(Failure::Stopped(format!(
-            "stopped part-way ({why}) after {} visits in {} chunks; every finished chunk is \
-             committed; run the same command again to finish",
-            report.visits, report.chunks
-        ))
-        .into());
+        return stopped_part_way(cli, &mut report, started, &why);
     }
 
     let mut check_finder = Finder::new(&matomo, subjects.clone(), &decision);
@@ -595,16 +605,9 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
 }
 
 /// Adapts the chunk to the time target: grows at most twofold, shrinks at once to what fits,
-/// and to half that when a chunk ran over twice the target. Caps at --max-chunk-size and, on
-/// Galera, at half of wsrep_max_ws_rows.
-fn next_chunk_size(
-    args: &EraseArgs,
-    requested: usize,
-    rows: u64,
-    visits: u64,
-    elapsed: Duration,
-    ws_max_rows: u64,
-) -> usize {
+/// and to half that when a chunk ran over twice the target. Caps at --max-chunk-size; the
+/// throttle caps it further on Galera.
+fn next_chunk_size(args: &EraseArgs, requested: usize, visits: u64, elapsed: Duration) -> usize {
     let max = args.max_chunk_size as usize;
     let mut next = requested.max(1);
     let target = args.chunk_time.as_secs_f64();
@@ -617,11 +620,71 @@ fn next_chunk_size(
             (fits as usize).min(requested * 2)
         };
     }
-    if ws_max_rows > 0 && visits > 0 {
-        let per_visit = (rows as f64 / visits as f64).max(1.0);
-        next = next.min(((ws_max_rows as f64 / 2.0) / per_visit) as usize);
-    }
     next.clamp(1, max)
+}
+
+/// Prints the receipt of a run that stopped before its end and returns the error that exits
+/// with "stopped part-way".
+fn stopped_part_way(
+    cli: &Cli,
+    report: &mut EraseReport,
+    started: Instant,
+    why: &str,
+) -> anyhow::Result<()> {
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    print_erase(cli, report)?;
+    Err(Failure::Stopped(format!(
+        "stopped part-way ({why}) after {} visits in {} chunks; every finished chunk is \
+         committed; run the same command again to finish",
+        report.visits, report.chunks
+    ))
+    .into())
+}
+
+/// Holds the run between chunks while the throttle says pause, and tells when it says stop.
+struct Gate<'t> {
+    throttle: &'t mut Throttle,
+    stop_flag: &'t AtomicBool,
+    /// The reason of the pause under way (empty when going).
+    last_pause: String,
+    /// Stretches of waiting, however their reasons changed.
+    pauses: u64,
+}
+
+impl Gate<'_> {
+    /// Waits until the throttle says go (None) or stop (the reason); a failed check is the
+    /// caller's to handle.
+    async fn wait(
+        &mut self,
+        conn: &mut MySqlConnection,
+        progress: &Progress,
+    ) -> anyhow::Result<Option<String>> {
+        loop {
+            if self.stop_flag.load(Ordering::SeqCst) {
+                return Ok(Some("signal received".into()));
+            }
+            match self.throttle.check(conn).await? {
+                Verdict::Go => break,
+                Verdict::Stop(why) => return Ok(Some(why)),
+                Verdict::Pause(why) => {
+                    if self.last_pause.is_empty() {
+                        self.pauses += 1;
+                    }
+                    if why != self.last_pause {
+                        tracing::warn!("pausing: {why}");
+                        self.last_pause = why.clone();
+                    }
+                    progress.paused(&why);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if !self.last_pause.is_empty() {
+            tracing::info!("resuming after pause ({})", self.last_pause);
+            self.last_pause.clear();
+        }
+        Ok(None)
+    }
 }
 
 fn spawn_signal_watch(flag: Arc<AtomicBool>) {

@@ -65,6 +65,32 @@ pub fn is_connection_lost(e: &sqlx::Error) -> bool {
     }
 }
 
+/// True when a Galera node refuses work because it is not part of the primary component
+/// (1047, "WSREP has not yet prepared node for application use"): nothing was applied, and
+/// the node may be back in a moment.
+pub fn is_node_not_ready(e: &sqlx::Error) -> bool {
+    db_code(e).as_deref() == Some("1047")
+}
+
+/// The Galera writeset limit that a statement or commit went over, if that is what failed.
+/// MariaDB reports both as 1180 (error during commit); only the message tells which.
+pub fn writeset_limit(e: &sqlx::Error) -> Option<crate::throttle::WritesetLimit> {
+    use crate::throttle::WritesetLimit;
+    if db_code(e).as_deref() != Some("1180") {
+        return None;
+    }
+    let message = e.as_database_error()?.message().to_ascii_lowercase();
+    if message.contains("wsrep_max_ws_rows") {
+        Some(WritesetLimit::Rows)
+    } else if message.contains("wsrep_max_ws_size")
+        || (message.contains("size") && message.contains("exceed"))
+    {
+        Some(WritesetLimit::Bytes)
+    } else {
+        None
+    }
+}
+
 /// The server's numeric error code, when the error came from the server.
 pub fn db_code(e: &sqlx::Error) -> Option<String> {
     let db = e.as_database_error()?;

@@ -14,6 +14,13 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Instant;
 
+/// Which Galera writeset limit a chunk went over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WritesetLimit {
+    Rows,
+    Bytes,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Go,
@@ -31,11 +38,127 @@ pub struct Throttle {
     args: ThrottleArgs,
     replicas: Vec<Replica>,
     started: Instant,
-    galera: bool,
-    /// Galera's per-writeset row limit (0 = none).
-    pub ws_max_rows: u64,
+    /// Set when the server is a Galera node (wsrep_on).
+    galera: Option<Galera>,
     /// What the plan says about replicas.
     pub replica_note: String,
+}
+
+/// What the erase learns of the Galera node it writes to: the writeset limits and, chunk by
+/// chunk, how many rows and bytes a visit weighs there.
+#[derive(Debug, Default)]
+struct Galera {
+    /// wsrep_max_ws_rows (0 = no limit).
+    max_rows: u64,
+    /// wsrep_max_ws_size in bytes (0 = no limit).
+    max_bytes: u64,
+    /// The previous look at flow control: when, and the node's total paused nanoseconds then.
+    flow_control: Option<(Instant, f64)>,
+    /// wsrep_replicated_bytes at the previous look.
+    replicated_bytes: Option<f64>,
+    /// Visits committed since that look.
+    visits_since: u64,
+    rows_per_visit: Option<f64>,
+    bytes_per_visit: Option<f64>,
+}
+
+/// Before a chunk has been measured, a visit is assumed heavy: 20 rows of 2 KiB each.
+const HEAVY_VISIT_ROWS: f64 = 20.0;
+const HEAVY_VISIT_BYTES: f64 = 20.0 * 2048.0;
+
+impl Galera {
+    /// The visits a chunk may hold to stay under half of each writeset limit.
+    fn cap(&self) -> usize {
+        let mut cap = f64::INFINITY;
+        if self.max_rows > 0 {
+            let per_visit = self.rows_per_visit.unwrap_or(HEAVY_VISIT_ROWS).max(1.0);
+            cap = cap.min(self.max_rows as f64 / 2.0 / per_visit);
+        }
+        if self.max_bytes > 0 {
+            let per_visit = self.bytes_per_visit.unwrap_or(HEAVY_VISIT_BYTES).max(1.0);
+            cap = cap.min(self.max_bytes as f64 / 2.0 / per_visit);
+        }
+        if cap.is_finite() {
+            (cap as usize).max(1)
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Reads the node's state from one SHOW GLOBAL STATUS: a reason to pause, if any, and the
+    /// bytes the chunks since the previous look replicated.
+    fn look(&mut self, status: &Status, args: &ThrottleArgs) -> Option<String> {
+        let now = Instant::now();
+        let bytes = status.number("wsrep_replicated_bytes");
+        if let (Some(before), Some(after)) = (self.replicated_bytes, bytes) {
+            // Other writers on this node count too, which only makes the estimate safer.
+            if self.visits_since > 0 && after > before {
+                self.bytes_per_visit = Some((after - before) / self.visits_since as f64);
+            }
+        }
+        self.replicated_bytes = bytes;
+        self.visits_since = 0;
+
+        // wsrep_flow_control_paused is an average since the last FLUSH STATUS, which on a
+        // server up for weeks hardly moves; the nanosecond total gives the share of the time
+        // since the previous look.
+        let paused = match status.number("wsrep_flow_control_paused_ns") {
+            Some(ns) => {
+                let share = self.flow_control.map(|(at, before)| {
+                    let window = now.duration_since(at).as_nanos().max(1) as f64;
+                    ((ns - before) / window, now.duration_since(at))
+                });
+                self.flow_control = Some((now, ns));
+                share.map(|(share, window)| {
+                    (share, format!("of the last {:.1}s", window.as_secs_f64()))
+                })
+            }
+            None => status
+                .number("wsrep_flow_control_paused")
+                .map(|share| (share, "since FLUSH STATUS".to_string())),
+        };
+
+        let ready = status.text("wsrep_ready").unwrap_or_default();
+        if !ready.eq_ignore_ascii_case("ON") {
+            return Some(format!(
+                "galera node not ready: wsrep_ready={ready}, wsrep_cluster_status={}, \
+                 wsrep_local_state_comment={}",
+                status.text("wsrep_cluster_status").unwrap_or_default(),
+                status.text("wsrep_local_state_comment").unwrap_or_default()
+            ));
+        }
+        if let Some((share, window)) = paused {
+            if share > args.max_flow_control {
+                return Some(format!(
+                    "galera flow control paused {:.0}% {window} > {:.0}%",
+                    share * 100.0,
+                    args.max_flow_control * 100.0
+                ));
+            }
+        }
+        let queue = status.number("wsrep_local_recv_queue").unwrap_or(0.0);
+        if queue > args.max_recv_queue as f64 {
+            return Some(format!(
+                "galera wsrep_local_recv_queue={queue} > {}",
+                args.max_recv_queue
+            ));
+        }
+        None
+    }
+}
+
+/// One SHOW GLOBAL STATUS, keyed by lower-case name.
+#[derive(Debug, Default)]
+struct Status(HashMap<String, String>);
+
+impl Status {
+    fn number(&self, name: &str) -> Option<f64> {
+        self.0.get(name)?.trim().parse().ok()
+    }
+
+    fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
 }
 
 impl Throttle {
@@ -54,7 +177,7 @@ impl Throttle {
         if !names.is_empty() {
             let status = global_status(primary).await?;
             for n in names {
-                if !status.contains_key(&n.to_ascii_lowercase()) {
+                if status.number(&n.to_ascii_lowercase()).is_none() {
                     return Err(usage(format!(
                         "status variable {n} does not exist on this server; see SHOW GLOBAL \
                          STATUS for the names (e.g. Threads_running)"
@@ -110,29 +233,80 @@ impl Throttle {
         }
 
         let vars = sqlx::query(
-            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_on', 'wsrep_max_ws_rows')",
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN \
+             ('wsrep_on', 'wsrep_max_ws_rows', 'wsrep_max_ws_size')",
         )
         .fetch_all(&mut *primary)
         .await?;
-        let mut galera = false;
-        let mut ws_max_rows = 0;
-        for r in vars {
-            let name: String = text(&r, 0);
-            let value: String = text(&r, 1);
-            match name.as_str() {
-                "wsrep_on" => galera = value.eq_ignore_ascii_case("ON"),
-                "wsrep_max_ws_rows" => ws_max_rows = value.parse().unwrap_or(0),
-                _ => {}
-            }
+        let var = |name: &str| {
+            vars.iter()
+                .find(|r| text(r, 0).eq_ignore_ascii_case(name))
+                .map(|r| text(r, 1))
+                .unwrap_or_default()
+        };
+        let mut galera = None;
+        if var("wsrep_on").eq_ignore_ascii_case("ON") {
+            let mut g = Galera {
+                max_rows: var("wsrep_max_ws_rows").parse().unwrap_or(0),
+                max_bytes: var("wsrep_max_ws_size").parse().unwrap_or(0),
+                ..Galera::default()
+            };
+            // The first look starts the flow-control window and the byte count.
+            g.look(&global_status(primary).await?, args);
+            galera = Some(g);
         }
         Ok(Throttle {
             args: args.clone(),
             replicas,
             started: Instant::now(),
             galera,
-            ws_max_rows: if galera { ws_max_rows } else { 0 },
             replica_note,
         })
+    }
+
+    /// The most visits a chunk may hold: on Galera, half of what fits in a writeset as far as
+    /// the chunks so far tell; elsewhere no limit.
+    pub fn chunk_cap(&self) -> usize {
+        self.galera.as_ref().map_or(usize::MAX, Galera::cap)
+    }
+
+    /// Counts a committed chunk into the weight of a visit.
+    pub fn chunk_committed(&mut self, visits: u64, rows: u64) {
+        if let Some(g) = &mut self.galera {
+            if visits > 0 {
+                g.rows_per_visit = Some(rows as f64 / visits as f64);
+                g.visits_since += visits;
+            }
+        }
+    }
+
+    /// A chunk of `visits` went over a writeset limit: a visit weighs at least that limit's
+    /// share, so the next chunks are sized below it.
+    pub fn chunk_too_big(&mut self, visits: usize, limit: WritesetLimit) {
+        let Some(g) = &mut self.galera else { return };
+        let visits = visits.max(1) as f64;
+        match limit {
+            WritesetLimit::Rows if g.max_rows > 0 => {
+                let at_least = g.max_rows as f64 / visits;
+                g.rows_per_visit = Some(g.rows_per_visit.unwrap_or(0.0).max(at_least));
+            }
+            WritesetLimit::Bytes if g.max_bytes > 0 => {
+                let at_least = g.max_bytes as f64 / visits;
+                g.bytes_per_visit = Some(g.bytes_per_visit.unwrap_or(0.0).max(at_least));
+            }
+            _ => {}
+        }
+    }
+
+    /// The writeset limits, as words for an error message.
+    pub fn writeset_limits(&self) -> String {
+        match &self.galera {
+            Some(g) => format!(
+                "wsrep_max_ws_rows={}, wsrep_max_ws_size={}",
+                g.max_rows, g.max_bytes
+            ),
+            None => "no writeset limits (not a Galera node)".into(),
+        }
     }
 
     /// One look at everything; the first reason to stop wins over reasons to pause.
@@ -150,16 +324,22 @@ impl Throttle {
                 return Ok(Verdict::Stop(format!("max-runtime {limit:?} reached")));
             }
         }
-        let need_status =
-            !self.args.max_load.is_empty() || !self.args.critical_load.is_empty() || self.galera;
+        let need_status = !self.args.max_load.is_empty()
+            || !self.args.critical_load.is_empty()
+            || self.galera.is_some();
         let status = if need_status {
             global_status(primary).await?
         } else {
-            HashMap::new()
+            Status::default()
+        };
+        // Galera's look comes first and always, so its windows stay those between checks.
+        let galera_pause = match &mut self.galera {
+            Some(g) => g.look(&status, &self.args),
+            None => None,
         };
         for (name, limit) in &self.args.critical_load {
-            if let Some(v) = status.get(&name.to_ascii_lowercase()) {
-                if v >= limit {
+            if let Some(v) = status.number(&name.to_ascii_lowercase()) {
+                if v >= *limit {
                     return Ok(Verdict::Stop(format!(
                         "critical-load {name}={v} >= {limit}"
                     )));
@@ -175,30 +355,14 @@ impl Throttle {
             }
         }
         for (name, limit) in &self.args.max_load {
-            if let Some(v) = status.get(&name.to_ascii_lowercase()) {
-                if v >= limit {
+            if let Some(v) = status.number(&name.to_ascii_lowercase()) {
+                if v >= *limit {
                     return Ok(Verdict::Pause(format!("max-load {name}={v} >= {limit}")));
                 }
             }
         }
-        if self.galera {
-            let paused = status
-                .get("wsrep_flow_control_paused")
-                .copied()
-                .unwrap_or(0.0);
-            if paused > self.args.max_flow_control {
-                return Ok(Verdict::Pause(format!(
-                    "galera wsrep_flow_control_paused={paused:.3} > {}",
-                    self.args.max_flow_control
-                )));
-            }
-            let queue = status.get("wsrep_local_recv_queue").copied().unwrap_or(0.0);
-            if queue > self.args.max_recv_queue as f64 {
-                return Ok(Verdict::Pause(format!(
-                    "galera wsrep_local_recv_queue={queue} > {}",
-                    self.args.max_recv_queue
-                )));
-            }
+        if let Some(why) = galera_pause {
+            return Ok(Verdict::Pause(why));
         }
         if let Some(h) = history_length(primary).await? {
             if h > self.args.max_history {
@@ -273,18 +437,15 @@ fn column_text(r: &MySqlRow, name: &str) -> Option<String> {
         })
 }
 
-/// Numeric global status variables, keyed by lower-case name.
-async fn global_status(conn: &mut MySqlConnection) -> anyhow::Result<HashMap<String, f64>> {
+async fn global_status(conn: &mut MySqlConnection) -> anyhow::Result<Status> {
     let rows = sqlx::query("SHOW GLOBAL STATUS")
         .fetch_all(&mut *conn)
         .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            let v: f64 = text(r, 1).trim().parse().ok()?;
-            Some((text(r, 0).to_ascii_lowercase(), v))
-        })
-        .collect())
+    Ok(Status(
+        rows.iter()
+            .map(|r| (text(r, 0).to_ascii_lowercase(), text(r, 1)))
+            .collect(),
+    ))
 }
 
 /// InnoDB history list length: MariaDB's status variable, else the InnoDB metric.
@@ -379,4 +540,118 @@ async fn replica_lag(r: &mut Replica) -> Result<f64, String> {
     number(row, "Seconds_Behind_Master")
         .or_else(|| number(row, "Seconds_Behind_Source"))
         .ok_or_else(|| "lag unknown (Seconds_Behind_Master is NULL)".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn status(pairs: &[(&str, &str)]) -> Status {
+        Status(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn args() -> ThrottleArgs {
+        ThrottleArgs {
+            max_flow_control: 0.1,
+            max_recv_queue: 100,
+            ..ThrottleArgs::default()
+        }
+    }
+
+    #[test]
+    fn flow_control_is_the_share_of_the_time_since_the_previous_look() {
+        let mut g = Galera {
+            flow_control: Some((Instant::now() - Duration::from_secs(2), 5e9)),
+            ..Galera::default()
+        };
+        // 1.2 s paused in the last 2 s; the lifetime average (0.001) would hide it.
+        let why = g.look(
+            &status(&[
+                ("wsrep_ready", "ON"),
+                ("wsrep_flow_control_paused_ns", "6200000000"),
+                ("wsrep_flow_control_paused", "0.001"),
+            ]),
+            &args(),
+        );
+        let why = why.expect("a pause");
+        assert!(
+            why.starts_with("galera flow control paused 60% of the last 2.0s > 10%"),
+            "{why}"
+        );
+
+        // No pause since: the next look goes.
+        let calm = status(&[
+            ("wsrep_ready", "ON"),
+            ("wsrep_flow_control_paused_ns", "6200000000"),
+        ]);
+        assert_eq!(g.look(&calm, &args()), None);
+    }
+
+    #[test]
+    fn a_node_outside_the_primary_component_pauses() {
+        let mut g = Galera::default();
+        let why = g.look(
+            &status(&[
+                ("wsrep_ready", "OFF"),
+                ("wsrep_cluster_status", "non-Primary"),
+                ("wsrep_local_state_comment", "Initialized"),
+            ]),
+            &args(),
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some(
+                "galera node not ready: wsrep_ready=OFF, wsrep_cluster_status=non-Primary, \
+                 wsrep_local_state_comment=Initialized"
+            )
+        );
+    }
+
+    #[test]
+    fn receive_queue_over_the_limit_pauses() {
+        let mut g = Galera::default();
+        let s = status(&[("wsrep_ready", "ON"), ("wsrep_local_recv_queue", "101")]);
+        assert_eq!(
+            g.look(&s, &args()).as_deref(),
+            Some("galera wsrep_local_recv_queue=101 > 100")
+        );
+        let s = status(&[("wsrep_ready", "ON"), ("wsrep_local_recv_queue", "100")]);
+        assert_eq!(g.look(&s, &args()), None);
+    }
+
+    #[test]
+    fn chunk_cap_follows_the_measured_weight_of_a_visit() {
+        let mut g = Galera {
+            max_rows: 1000,
+            max_bytes: 1 << 20,
+            ..Galera::default()
+        };
+        // Unmeasured: a visit is taken as 20 rows, 40 KiB: rows allow 25, bytes 12.
+        assert_eq!(g.cap(), 12);
+
+        // 40 visits replicated 400 KiB: 10 KiB a visit, so bytes allow 51; rows (8 a visit)
+        // allow 62.
+        g.look(
+            &status(&[("wsrep_ready", "ON"), ("wsrep_replicated_bytes", "1000")]),
+            &args(),
+        );
+        g.rows_per_visit = Some(8.0);
+        g.visits_since = 40;
+        let after = (1000 + 40 * 10 * 1024).to_string();
+        g.look(
+            &status(&[("wsrep_ready", "ON"), ("wsrep_replicated_bytes", &after)]),
+            &args(),
+        );
+        assert_eq!(g.bytes_per_visit, Some(10240.0));
+        assert_eq!(g.cap(), 51);
+
+        // No limits: no cap.
+        assert_eq!(Galera::default().cap(), usize::MAX);
+    }
 }

@@ -36,6 +36,40 @@ fn erase_args(url: &str, file: &std::path::Path) -> Vec<String> {
     .collect()
 }
 
+/// Another session running `sql` (a lock held for a while), given half a second to take it.
+fn hold(db: &ScratchDb, sql: &str) -> std::process::Child {
+    let holder = Command::new("mariadb")
+        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name, "-e", sql])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    holder
+}
+
+/// Erasing alice (12 visits) in one chunk with a lock wait limit of `wait` seconds, plus
+/// `extra`.
+fn alice_args(db: &ScratchDb, wait: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "erase",
+        "--database-url",
+        &db.url(),
+        "--user-id",
+        "alice.peer@example.org",
+        "--execute",
+        "--json",
+        "--lock-wait-timeout",
+        wait,
+        "--chunk-size",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A tiny deterministic generator, so the kill schedule is the same on every run.
 struct Lcg(u64);
 impl Lcg {
@@ -286,33 +320,14 @@ fn concurrent_tracker_writes_survive_the_erase() {
 #[test]
 fn a_locked_row_makes_the_chunk_retry_and_never_half_commit() {
     let db = ScratchDb::with_fixture("lockwait", THREE_SITES);
-    let alice = "alice.peer@example.org";
     // Another session holds a lock on one action row of alice's for 4 s.
-    let holder = Command::new("mariadb")
-        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name, "-e"])
-        .arg(
-            "BEGIN; SELECT idlink_va FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; \
-             SELECT SLEEP(4); COMMIT;",
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let holder = hold(
+        &db,
+        "BEGIN; SELECT idlink_va FROM matomo_log_link_visit_action WHERE idvisit = 2917 \
+         FOR UPDATE; SELECT SLEEP(4); COMMIT;",
+    );
     let eraser = Command::new(bin())
-        .args([
-            "erase",
-            "--database-url",
-            &db.url(),
-            "--user-id",
-            alice,
-            "--execute",
-            "--json",
-            "--quiet",
-            "--lock-wait-timeout",
-            "1",
-            "--chunk-size",
-            "100",
-        ])
+        .args(alice_args(&db, "1", &["--quiet"]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -347,31 +362,42 @@ fn a_locked_row_makes_the_chunk_retry_and_never_half_commit() {
 }
 
 #[test]
+fn a_table_lock_makes_the_chunk_retry_instead_of_waiting_for_it() {
+    let db = ScratchDb::with_fixture("mdlwait", THREE_SITES);
+    // A DBA's LOCK TABLES (a metadata lock) on a log table for 4 s: without a session limit on
+    // metadata lock waits the chunk would sit behind it silently.
+    let holder = hold(
+        &db,
+        "LOCK TABLES matomo_log_link_visit_action READ; SELECT SLEEP(4); UNLOCK TABLES;",
+    );
+    let out = run(&alice_args(&db, "1", &[]));
+    holder.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The lock meets either the privilege check before the first chunk or the chunk itself;
+    // each wait ends after 1 s and is said, then tried again.
+    let waits = stderr(&out)
+        .lines()
+        .filter(|l| {
+            l.contains("another session's lock holds up the privilege check; trying again")
+                || l.contains("chunk rolled back (")
+        })
+        .count();
+    assert!(waits >= 2, "each 1 s wait is logged:\n{}", stderr(&out));
+    assert_eq!(doc["visits"], 12);
+    assert_eq!(doc["rows"]["log_link_visit_action"], 78);
+    assert_eq!(doc["chunks"], 1);
+}
+
+#[test]
 fn too_many_lock_waits_stop_part_way_and_a_rerun_finishes() {
     let db = ScratchDb::with_fixture("lockstop", THREE_SITES);
-    let holder = Command::new("mariadb")
-        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name, "-e"])
-        .arg("BEGIN; SELECT * FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; SELECT SLEEP(6); COMMIT;")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let args = [
-        "erase",
-        "--database-url",
-        &db.url(),
-        "--user-id",
-        "alice.peer@example.org",
-        "--execute",
-        "--json",
-        "--quiet",
-        "--lock-wait-timeout",
-        "1",
-        "--max-retries",
-        "1",
-        "--chunk-size",
-        "100",
-    ];
+    let holder = hold(
+        &db,
+        "BEGIN; SELECT * FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; \
+         SELECT SLEEP(6); COMMIT;",
+    );
+    let args = alice_args(&db, "1", &["--quiet", "--max-retries", "1"]);
     let o = run(&args);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("run the same command again"));
@@ -388,28 +414,13 @@ fn too_many_lock_waits_stop_part_way_and_a_rerun_finishes() {
 fn a_connection_killed_mid_chunk_is_reopened_and_the_chunk_retried() {
     let db = ScratchDb::with_fixture("lostconn", THREE_SITES);
     // Hold a lock so the chunk is caught in the middle of its deletes.
-    let holder = Command::new("mariadb")
-        .args(["-h", HOST, "-P", PORT, "-uroot", &db.name, "-e"])
-        .arg("BEGIN; SELECT * FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; SELECT SLEEP(3); COMMIT;")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let holder = hold(
+        &db,
+        "BEGIN; SELECT * FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; \
+         SELECT SLEEP(3); COMMIT;",
+    );
     let eraser = Command::new(bin())
-        .args([
-            "erase",
-            "--database-url",
-            &db.url(),
-            "--user-id",
-            "alice.peer@example.org",
-            "--execute",
-            "--json",
-            "--quiet",
-            "--lock-wait-timeout",
-            "20",
-            "--chunk-size",
-            "100",
-        ])
+        .args(alice_args(&db, "20", &["--quiet"]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

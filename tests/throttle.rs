@@ -394,6 +394,14 @@ fn critical_load_stops_before_the_first_chunk() {
     assert_eq!(doc["visits"], 0);
     assert_eq!(doc["chunks"], 0);
     assert_eq!(s.remaining(&db), 190);
+    // Held before anything was written: not even the journal table was made.
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name = 'matomo_matomo_erase_journal'"
+        ),
+        0
+    );
 }
 
 #[test]

@@ -183,7 +183,7 @@ pub fn bin() -> &'static str {
 }
 
 /// Runs matomo-erase with the arguments and no DATABASE_URL from the environment.
-pub fn run(args: &[&str]) -> Output {
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(bin())
         .args(args)
         .env_remove("DATABASE_URL")
@@ -212,7 +212,10 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Runs and parses the JSON document on stdout; asserts the exit code.
-pub fn run_json(args: &[&str], code: i32) -> serde_json::Value {
+pub fn run_json<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    args: &[S],
+    code: i32,
+) -> serde_json::Value {
     let o = run(args);
     assert_eq!(
         o.status.code(),
