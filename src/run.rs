@@ -399,13 +399,8 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         return print_erase(cli, &report);
     }
 
-    // The writing session is made first, with its short lock wait limit, so that the checks
-    // before the first chunk are not held up silently by another session's locks either.
-    let mut writer = connect::open(&target).await?;
-    erase::prepare_session(&mut writer, args.throttle.lock_wait_timeout).await?;
-    erase::check_privileges(&mut writer, &matomo, args.throttle.max_retries).await?;
-
-    // Nothing is written, not even the journal table, while the throttle says wait.
+    // Nothing is written, not even the journal table, while the throttle says wait; the
+    // privilege probes wait too, since they take the write locks of the log tables.
     let stop_flag = Arc::new(AtomicBool::new(false));
     spawn_signal_watch(stop_flag.clone());
     let mut progress = Progress::new(cli.quiet || cli.json);
@@ -422,6 +417,11 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         return stopped_part_way(cli, &mut report, started, &why);
     }
 
+    // The writing session is made first, with its short lock wait limit, so that the checks
+    // before the first chunk are not held up silently by another session's locks either.
+    let mut writer = connect::open(&target).await?;
+    erase::prepare_session(&mut writer, args.throttle.lock_wait_timeout).await?;
+    erase::check_privileges(&mut writer, &matomo, args.throttle.max_retries).await?;
     erase::prepare_journal(&mut writer, &matomo).await?;
     let earlier = journal::earlier(&mut writer, &matomo, &run_key).await?;
     if earlier.chunks > 0 {

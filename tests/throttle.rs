@@ -147,45 +147,6 @@ fn run_args(args: &[String]) -> Output {
     run(&refs)
 }
 
-fn spawn(args: &[String]) -> Child {
-    Command::new(bin())
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("MATOMO_ERASE_CRASH_AT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts")
-}
-
-/// Waits for a spawned run, killing it (and failing) when it takes longer than `limit`.
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().expect("wait works").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "the run did not end within {limit:?}\nstderr: {}",
-                stderr(&out)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn json(out: &Output, code: i32) -> Value {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit code\nstdout: {}\nstderr: {}",
-        stdout(out),
-        stderr(out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON: {e}\n{}", stdout(out)))
-}
-
 /// While `child` runs for `span`, the subjects keep every visit.
 fn assert_nothing_erased_for(child: &mut Child, db: &ScratchDb, s: &Subjects, span: Duration) {
     let start = Instant::now();

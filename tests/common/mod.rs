@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -201,6 +203,47 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("binary runs")
+}
+
+/// Starts a run in the background with its output captured.
+pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Child {
+    Command::new(bin())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("MATOMO_ERASE_CRASH_AT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts")
+}
+
+/// Waits for a spawned run, killing it (and failing) when it takes longer than `limit`.
+pub fn finish(mut child: std::process::Child, limit: std::time::Duration) -> Output {
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait works").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "the run did not end within {limit:?}\nstderr: {}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// The JSON document on a finished run's stdout; asserts the exit code.
+pub fn json(out: &Output, code: i32) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code\nstdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON: {e}\n{}", stdout(out)))
 }
 
 pub fn stdout(o: &Output) -> String {
