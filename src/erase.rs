@@ -353,6 +353,7 @@ impl<'m> Eraser<'m> {
         )
         .await?;
         crate::run::crash_point("before-commit");
+        crate::run::hold_before_commit().await;
         tx.commit().await?;
         self.notes = notes;
         if crate::run::crash_point("lose-connection-after-commit") {

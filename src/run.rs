@@ -54,6 +54,17 @@ pub fn crash_point(name: &str) -> bool {
     std::process::abort();
 }
 
+/// Test hook: `MATOMO_ERASE_HOLD_BEFORE_COMMIT_MS` keeps every chunk open that long before its
+/// COMMIT, so that a test can make another session's write meet the chunk's locks for sure.
+pub async fn hold_before_commit() {
+    let ms = std::env::var("MATOMO_ERASE_HOLD_BEFORE_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 /// Everything a selecting command needs before it reads visits: validated subjects (before
 /// any connection), the inspected database, and the lookup decision.
 struct Prepared {
@@ -506,10 +517,13 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                             gate.throttle.writeset_limits()
                         );
                         gate.throttle.chunk_too_big(take, limit);
+                        if gate.throttle.chunk_cap() >= take {
+                            // The throttle could not tell which limit it was: halve here.
+                            chunk_size = (take / 2).max(1);
+                        }
                         for id in ids.into_iter().rev() {
                             buffer.push_front(id);
                         }
-                        chunk_size = (take / 2).max(1);
                         continue;
                     }
                     Err(ChunkError::Other(e)) => return Err(e),
@@ -537,7 +551,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                 site_days.extend(r.site_days.iter().copied());
                 progress.chunk_done(r.visits, rows, chunk_size);
                 gate.throttle.chunk_committed(r.visits, rows);
-                chunk_size = next_chunk_size(args, take, r.visits, r.elapsed);
+                chunk_size = next_chunk_size(args, chunk_size, take, r.visits, r.elapsed);
                 if !args.throttle.sleep.is_zero() {
                     tokio::time::sleep(args.throttle.sleep).await;
                 }
@@ -604,20 +618,28 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Adapts the chunk to the time target: grows at most twofold, shrinks at once to what fits,
-/// and to half that when a chunk ran over twice the target. Caps at --max-chunk-size; the
-/// throttle caps it further on Galera.
-fn next_chunk_size(args: &EraseArgs, requested: usize, visits: u64, elapsed: Duration) -> usize {
+/// Adapts the chunk to the time target from the `taken` visits of the last chunk: grows at
+/// most twofold, shrinks at once to what fits, and to half that when a chunk ran over twice the
+/// target. Without a target the size stays `current`. Caps at --max-chunk-size; the throttle
+/// caps each chunk further on Galera, so a chunk it capped does not become the new size.
+fn next_chunk_size(
+    args: &EraseArgs,
+    current: usize,
+    taken: usize,
+    visits: u64,
+    elapsed: Duration,
+) -> usize {
     let max = args.max_chunk_size as usize;
-    let mut next = requested.max(1);
+    let mut next = current.max(1);
     let target = args.chunk_time.as_secs_f64();
     let took = elapsed.as_secs_f64();
     if target > 0.0 && visits > 0 && took > 0.0 {
-        let fits = (requested as f64 * target / took).max(1.0);
+        let taken = taken.max(1);
+        let fits = (taken as f64 * target / took).max(1.0);
         next = if took > 2.0 * target {
             (fits / 2.0) as usize
         } else {
-            (fits as usize).min(requested * 2)
+            (fits as usize).min(taken * 2)
         };
     }
     next.clamp(1, max)

@@ -72,22 +72,18 @@ pub fn is_node_not_ready(e: &sqlx::Error) -> bool {
     db_code(e).as_deref() == Some("1047")
 }
 
-/// The Galera writeset limit that a statement or commit went over, if that is what failed.
-/// MariaDB reports both as 1180 (error during commit); only the message tells which.
+/// The Galera writeset limit that a statement or commit went over, if that is what failed:
+/// the row limit fails the statement that passes it (1180, "wsrep_max_ws_rows exceeded"),
+/// the size limit fails the COMMIT (1105, "Maximum writeset size exceeded"). Both codes also
+/// stand for other errors, so the message decides. The transaction is rolled back either way.
 pub fn writeset_limit(e: &sqlx::Error) -> Option<crate::throttle::WritesetLimit> {
     use crate::throttle::WritesetLimit;
-    if db_code(e).as_deref() != Some("1180") {
-        return None;
-    }
+    let code = db_code(e)?;
     let message = e.as_database_error()?.message().to_ascii_lowercase();
-    if message.contains("wsrep_max_ws_rows") {
-        Some(WritesetLimit::Rows)
-    } else if message.contains("wsrep_max_ws_size")
-        || (message.contains("size") && message.contains("exceed"))
-    {
-        Some(WritesetLimit::Bytes)
-    } else {
-        None
+    match code.as_str() {
+        "1180" if message.contains("wsrep_max_ws_rows") => Some(WritesetLimit::Rows),
+        "1105" | "1180" if message.contains("writeset size") => Some(WritesetLimit::Bytes),
+        _ => None,
     }
 }
 
