@@ -69,6 +69,16 @@ pub fn resolve(args: &ConnArgs) -> anyhow::Result<Target> {
 }
 
 fn parse_url(url: &str) -> anyhow::Result<MySqlConnectOptions> {
+    // sqlx reads any scheme as MySQL; a postgres:// URL pasted by mistake would then reach a
+    // server as if it were MySQL and fail with a confusing handshake error.
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("mysql") | Some("mariadb")) {
+        return Err(usage(format!(
+            "the database URL {} is not a MySQL/MariaDB URL: it must start with mysql:// (or \
+             mariadb://), e.g. mysql://USER:PASSWORD@HOST:3306/DATABASE",
+            redact_url(url)
+        )));
+    }
     MySqlConnectOptions::from_str(url).map_err(|e| {
         usage(format!(
             "cannot read the database URL ({}): {}; the form is \
@@ -140,8 +150,17 @@ fn from_matomo_config(path: &Path) -> anyhow::Result<(MySqlConnectOptions, Strin
     let socket = get("unix_socket")
         .filter(|s| s.starts_with('/'))
         .or(Some(host).filter(|h| h.starts_with('/')))
-        .or(port.filter(|p| p.starts_with('/')));
-    match socket {
+        .or(port.filter(|p| p.starts_with('/')))
+        .map(str::to_owned)
+        .or_else(|| {
+            // PHP's MySQL drivers take host "localhost" to mean the local server's unix socket,
+            // whatever the port says; a user such as 'matomo'@'localhost' (or one that logs in
+            // by unix_socket) may exist only for that path.
+            host.eq_ignore_ascii_case("localhost")
+                .then(default_socket)
+                .flatten()
+        });
+    match socket.as_deref() {
         Some(s) => o = o.socket(s),
         None => {
             o = o.host(host);
@@ -167,6 +186,23 @@ fn from_matomo_config(path: &Path) -> anyhow::Result<(MySqlConnectOptions, Strin
     o = o.database(dbname);
     let prefix = db.get("tables_prefix").unwrap_or("").trim().to_owned();
     Ok((o, prefix))
+}
+
+/// The local server's socket where the usual packages put it (Debian and Ubuntu, Red Hat,
+/// source builds), as PHP finds it when its own ini setting is empty.
+///
+/// Limitation: a socket set only in php.ini (pdo_mysql.default_socket) is not read; name it in
+/// the config's `unix_socket` or use --database-url with `?socket=`.
+fn default_socket() -> Option<String> {
+    [
+        "/run/mysqld/mysqld.sock",
+        "/var/run/mysqld/mysqld.sock",
+        "/var/lib/mysql/mysql.sock",
+        "/tmp/mysql.sock",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .map(str::to_owned)
 }
 
 /// Opens one connection and sets the session up for Matomo's data: UTC session time zone, so

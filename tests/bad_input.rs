@@ -65,6 +65,19 @@ fn each_bad_input_is_refused_and_changes_nothing() {
         &["invalid visitor id"],
     );
     call(e(&[]), 2, &["no subject given"]);
+    let postgres = url.replacen("mysql://", "postgres://", 1);
+    call(
+        vec![
+            "erase".into(),
+            "--database-url".into(),
+            postgres,
+            "--user-id".into(),
+            "a".into(),
+            "--execute".into(),
+        ],
+        2,
+        &["is not a MySQL/MariaDB URL", "mysql://"],
+    );
     call(
         e(&["--user-id", "a", "--site", "99"]),
         2,
@@ -287,5 +300,32 @@ fn matomo_config_is_read_for_connection_and_prefix() {
     let o = run(&["inspect", "--matomo-config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains(&format!("root@unix:{}", socket.trim())));
+
+    // host "localhost" means the local socket to PHP, whatever the port; so it does here.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nhost = \"localhost\"\nport = 3399\nusername = \"root\"\n\
+             password = \"\"\ndbname = \"{}\"\ntables_prefix = \"matomo_\"\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    let o = run(&["inspect", "--matomo-config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let canonical = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("connection"))
+        .unwrap_or_else(|| panic!("no connection line in:\n{out}"));
+    let place = line
+        .split_once("root@unix:")
+        .map(|(_, p)| p.trim())
+        .unwrap_or_else(|| panic!("not a socket: {line}"));
+    let shown = place
+        .strip_suffix(&format!("/{}", db.name))
+        .unwrap_or_else(|| panic!("not the database: {line}"));
+    assert_eq!(canonical(shown), canonical(socket.trim()));
     std::fs::remove_dir_all(&dir).ok();
 }
