@@ -362,6 +362,50 @@ fn a_locked_row_makes_the_chunk_retry_and_never_half_commit() {
 }
 
 #[test]
+fn a_deadlock_rolls_the_chunk_back_whole_and_the_retry_finishes() {
+    let db = ScratchDb::with_fixture("deadlock", THREE_SITES);
+    db.sql("CREATE TABLE busy (i INT PRIMARY KEY)");
+    // Another transaction that has written much (so InnoDB picks the chunk as the deadlock's
+    // victim) takes one of alice's action rows, waits until the chunk holds alice's visits and
+    // waits for that action row, then asks for one of those visits: a cycle.
+    let holder = hold(
+        &db,
+        "BEGIN; INSERT INTO busy SELECT seq FROM seq_1_to_20000; \
+         SELECT idlink_va FROM matomo_log_link_visit_action WHERE idvisit = 2917 FOR UPDATE; \
+         SELECT SLEEP(2); \
+         SELECT idvisit FROM matomo_log_visit WHERE idvisit = 2917 FOR UPDATE; \
+         SELECT SLEEP(1); COMMIT;",
+    );
+    let out = run(&alice_args(&db, "20", &[]));
+    let held = holder.wait_with_output().unwrap();
+    assert!(
+        held.status.success(),
+        "the other transaction was not the victim: {}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let log = stderr(&out);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("chunk rolled back (") && l.contains("Deadlock")),
+        "the deadlock is logged as a rolled back chunk:\n{log}"
+    );
+    assert!(doc["retries"].as_u64().unwrap() >= 1, "{doc}");
+    assert_eq!(doc["chunks"], 1);
+    assert_eq!(doc["visits"], 12);
+    assert_eq!(doc["rows"]["log_link_visit_action"], 78);
+    assert_eq!(doc["rows"]["log_conversion"], 5);
+    assert_eq!(doc["verify"]["ok"], true);
+    assert_eq!(db.count("SELECT COUNT(*) FROM busy"), 20000);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM matomo_log_visit WHERE user_id = 'alice.peer@example.org'"),
+        0
+    );
+}
+
+#[test]
 fn a_table_lock_makes_the_chunk_retry_instead_of_waiting_for_it() {
     let db = ScratchDb::with_fixture("mdlwait", THREE_SITES);
     // A DBA's LOCK TABLES (a metadata lock) on a log table for 4 s: without a session limit on

@@ -470,8 +470,20 @@ fn sleep_spaces_the_chunks() {
 
 #[test]
 fn sigterm_stops_after_whole_chunks_and_a_rerun_finishes() {
-    let db = ScratchDb::with_fixture("sigterm", THREE_SITES);
-    let dir = TestDir::new("sigterm");
+    signal_stops_after_whole_chunks_and_a_rerun_finishes("TERM");
+}
+
+#[test]
+fn sigint_stops_after_whole_chunks_and_a_rerun_finishes() {
+    signal_stops_after_whole_chunks_and_a_rerun_finishes("INT");
+}
+
+/// Sends SIG`signal` to an erase part-way through: it stops after whole chunks, says so with
+/// exit 4, and the same command then finishes.
+fn signal_stops_after_whole_chunks_and_a_rerun_finishes(signal: &str) {
+    let hint = format!("sig{}", signal.to_lowercase());
+    let db = ScratchDb::with_fixture(&hint, THREE_SITES);
+    let dir = TestDir::new(&hint);
     let s = Subjects::first(&db, &dir, 100);
     let before = s.rows_per_visit(&db);
     assert!(before.values().all(|r| r[0] == 1));
@@ -491,7 +503,7 @@ fn sigterm_stops_after_whole_chunks_and_a_rerun_finishes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(kill.success());
@@ -501,7 +513,7 @@ fn sigterm_stops_after_whole_chunks_and_a_rerun_finishes() {
     assert_eq!(doc["stopped"], "signal received");
     let remaining = s.remaining(&db);
     let erased = s.total() - remaining;
-    eprintln!("SIGTERM: {erased} of 190 visits erased before the stop");
+    eprintln!("SIG{signal}: {erased} of 190 visits erased before the stop");
     assert!(erased > 0 && erased < s.total(), "erased {erased} of 190");
     assert_eq!(doc["visits"], erased);
     assert_eq!(

@@ -374,12 +374,25 @@ impl ScratchDb {
         db
     }
 
-    /// Checksums of the core log tables and of the queued invalidation rows.
+    /// Checksums of every log table under the prefix (those the tool erases from and those it
+    /// never touches, such as `log_action`) and of the option table with its queued
+    /// invalidation rows.
     pub fn erase_state(&self, prefix: &str) -> Vec<(String, u64, String)> {
-        let mut t: Vec<String> = CORE_LOG_TABLES
-            .iter()
-            .map(|t| format!("{prefix}{t}"))
+        let like = prefix.replace('_', "\\_");
+        let mut t: Vec<String> = self
+            .sql(&format!(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() \
+                 AND table_name LIKE '{like}log\\_%' AND table_type = 'BASE TABLE' ORDER BY 1"
+            ))
+            .lines()
+            .map(str::to_owned)
             .collect();
+        assert!(
+            CORE_LOG_TABLES
+                .iter()
+                .all(|c| t.contains(&format!("{prefix}{c}"))),
+            "the core log tables under {prefix:?}: {t:?}"
+        );
         t.push(format!("{prefix}option"));
         let refs: Vec<&str> = t.iter().map(String::as_str).collect();
         self.checksums(&refs, &[])
