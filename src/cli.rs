@@ -162,6 +162,12 @@ pub struct EraseArgs {
     #[arg(long, default_value = "0.5s", value_parser = parse_duration)]
     pub chunk_time: Duration,
 
+    /// Never delete archive rows. Without it, the archives of a day, week, month or year of a
+    /// site that the erase leaves without any visit are deleted in the chunk, since Matomo's
+    /// archiver skips such a period and keeps showing its old report.
+    #[arg(long)]
+    pub keep_archives: bool,
+
     #[command(flatten)]
     pub throttle: ThrottleArgs,
 }

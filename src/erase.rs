@@ -9,7 +9,7 @@
 
 use crate::connect::{self, Target};
 use crate::inspect::{LogTable, Matomo, Reach};
-use crate::invalidate::{self, Notes, SiteDay};
+use crate::invalidate::{self, Notes, SiteDay, SitePeriod};
 use crate::journal::{self, Entry};
 use crate::select::{visit_row, VisitRow, VISIT_COLUMNS};
 use crate::sql::{
@@ -132,6 +132,9 @@ pub struct ChunkResult {
     pub rows: BTreeMap<String, u64>,
     pub site_days: BTreeSet<SiteDay>,
     pub invalidations_inserted: u64,
+    /// Periods the chunk left without any visit whose archives it dropped, and how many.
+    pub emptied_periods: BTreeSet<SitePeriod>,
+    pub archives_dropped: u64,
     pub retries: u32,
     pub elapsed: Duration,
 }
@@ -188,6 +191,9 @@ pub struct Eraser<'m> {
     pub notes: Notes,
     pub max_retries: u32,
     pub lock_wait_timeout: u32,
+    /// Drop the archives of periods a chunk leaves without visits (see
+    /// invalidate::drop_emptied_archives).
+    pub drop_archives: bool,
     pub retries_total: u32,
     pub reconnects: u32,
 }
@@ -274,6 +280,8 @@ impl<'m> Eraser<'m> {
                             rows: e.rows,
                             site_days: e.site_days.into_iter().collect(),
                             invalidations_inserted: 0,
+                            emptied_periods: BTreeSet::new(),
+                            archives_dropped: 0,
                             retries: attempt,
                             elapsed: started.elapsed(),
                         });
@@ -335,6 +343,11 @@ impl<'m> Eraser<'m> {
             per_table.insert(t.name.clone(), n);
         }
 
+        let (emptied_periods, archives_dropped) = if self.drop_archives {
+            invalidate::drop_emptied_archives(&mut tx, matomo, &site_days).await?
+        } else {
+            Default::default()
+        };
         let inserted = invalidate::queue(&mut tx, matomo, &site_days).await?;
 
         journal::record(
@@ -374,6 +387,8 @@ impl<'m> Eraser<'m> {
             rows: per_table,
             site_days,
             invalidations_inserted: inserted,
+            emptied_periods,
+            archives_dropped,
             retries: 0,
             elapsed: Duration::ZERO,
         })
@@ -442,6 +457,48 @@ async fn probe_privileges(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow
         ),
     ));
     run_probes(conn, probes).await
+}
+
+/// Why the archives of periods left without visits cannot be dropped, if they cannot: the
+/// user may not delete from the archive tables (probed on the newest one, in a transaction
+/// that is rolled back). Then they are kept, with a warning, and the erase goes on.
+pub async fn archive_delete_refused(
+    conn: &mut MySqlConnection,
+    matomo: &Matomo,
+) -> anyhow::Result<Option<String>> {
+    let newest: Option<String> = sqlx::query_scalar(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name LIKE ? ORDER BY table_name DESC LIMIT 1",
+    )
+    .bind(format!(
+        "{}archive\\_numeric\\_%",
+        crate::sql::like_escape(&matomo.prefix)
+    ))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let mut tx = conn.begin().await?;
+    let probe = sqlx::query(&format!(
+        "DELETE FROM {} WHERE idarchive IN (NULL)",
+        ident(&newest)
+    ))
+    .execute(&mut *tx)
+    .await;
+    tx.rollback().await?;
+    match probe {
+        Ok(_) => Ok(None),
+        Err(e) if is_privilege_error(&e) => Ok(Some(format!(
+            "{}; to drop them, give the user DELETE on the archive tables (GRANT SELECT, \
+             DELETE ON `{}`.* TO <user>, or on each {}archive_numeric_* and archive_blob_* \
+             table)",
+            db_message(&e),
+            matomo.database,
+            matomo.prefix
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Creates the journal table if needed and checks that rows can be written to it.

@@ -284,6 +284,11 @@ struct EraseReport {
     rows_total: u64,
     site_days: Vec<SiteDay>,
     invalidations_inserted: u64,
+    /// Periods left without any visit whose archives were dropped, and how many archives.
+    emptied_periods: Vec<invalidate::SitePeriod>,
+    archives_dropped: u64,
+    /// Why archives of emptied periods are kept, when they are.
+    archives_kept: Option<String>,
     near_matches: NearSummary,
     untouched_tables: Vec<Untouched>,
     chunks: u32,
@@ -357,6 +362,9 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         rows_total: 0,
         site_days: Vec::new(),
         invalidations_inserted: 0,
+        emptied_periods: Vec::new(),
+        archives_dropped: 0,
+        archives_kept: None,
         near_matches: NearSummary::default(),
         untouched_tables: matomo.untouched.clone(),
         chunks: 0,
@@ -434,6 +442,15 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     erase::prepare_session(&mut writer, args.throttle.lock_wait_timeout).await?;
     erase::check_privileges(&mut writer, &matomo, args.throttle.max_retries).await?;
     erase::prepare_journal(&mut writer, &matomo).await?;
+    let archives_kept = if args.keep_archives {
+        Some("--keep-archives".to_string())
+    } else {
+        erase::archive_delete_refused(&mut writer, &matomo).await?
+    };
+    if let Some(why) = &archives_kept {
+        tracing::warn!("archives of periods left without visits are kept: {why}");
+    }
+    report.archives_kept = archives_kept.clone();
     let earlier = journal::earlier(&mut writer, &matomo, &run_key).await?;
     if earlier.chunks > 0 {
         tracing::info!(
@@ -454,6 +471,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         notes: invalidate::Notes::default(),
         max_retries: args.throttle.max_retries,
         lock_wait_timeout: args.throttle.lock_wait_timeout,
+        drop_archives: archives_kept.is_none(),
         retries_total: 0,
         reconnects: 0,
     };
@@ -548,6 +566,10 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                     *report.rows.entry(t.clone()).or_default() += n;
                 }
                 report.invalidations_inserted += r.invalidations_inserted;
+                report.archives_dropped += r.archives_dropped;
+                report
+                    .emptied_periods
+                    .extend(r.emptied_periods.iter().copied());
                 site_days.extend(r.site_days.iter().copied());
                 progress.chunk_done(r.visits, rows, chunk_size);
                 gate.throttle.chunk_committed(r.visits, rows);
@@ -846,6 +868,32 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
             r.chunks, r.retries, r.reconnects, r.pauses, r.invalidations_inserted
         );
         let _ = writeln!(t, "replicas: {}", r.replicas);
+        if !r.emptied_periods.is_empty() {
+            let list: Vec<String> = r
+                .emptied_periods
+                .iter()
+                .take(20)
+                .map(|p| format!("site {} {} {}", p.idsite, period_name(p.period), p.date1))
+                .collect();
+            let _ = writeln!(
+                t,
+                "left without visits, archives dropped ({} archives): {}{}",
+                r.archives_dropped,
+                list.join(", "),
+                if r.emptied_periods.len() > 20 {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(why) = &r.archives_kept {
+            let _ = writeln!(
+                t,
+                "archives of periods left without visits: kept ({why}); Matomo may keep showing \
+                 their old reports"
+            );
+        }
         if let Some(e) = &r.earlier_runs {
             let _ = writeln!(
                 t,
@@ -1073,4 +1121,14 @@ async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     }
     let _ = receipt_hash;
     Ok(())
+}
+
+fn period_name(period: u8) -> &'static str {
+    match period {
+        1 => "day",
+        2 => "week",
+        3 => "month",
+        4 => "year",
+        _ => "range",
+    }
 }

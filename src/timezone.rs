@@ -44,6 +44,32 @@ impl SiteTimezone {
         }
     }
 
+    /// The UTC time at which a site-local date begins. Where a daylight-saving change skips
+    /// local midnight, the day begins at the first local time that exists (as PHP's DateTime
+    /// moves a time in the gap forward); a date skipped whole (Pacific/Apia, 2011-12-30) begins
+    /// and ends when the next one begins.
+    pub fn start_of_day_utc(&self, date: NaiveDate) -> NaiveDateTime {
+        let midnight = date.and_time(chrono::NaiveTime::MIN);
+        match self {
+            SiteTimezone::Offset(off) => {
+                midnight - chrono::Duration::seconds(off.local_minus_utc().into())
+            }
+            SiteTimezone::Named(tz) => {
+                let mut local = midnight;
+                while local.date() == date {
+                    if let Some(t) = tz.from_local_datetime(&local).earliest() {
+                        return t.naive_utc();
+                    }
+                    local += chrono::Duration::minutes(15);
+                }
+                match date.succ_opt() {
+                    Some(next) => self.start_of_day_utc(next),
+                    None => midnight,
+                }
+            }
+        }
+    }
+
     /// The site-local wall-clock time of a UTC time.
     pub fn local_time(&self, utc: NaiveDateTime) -> NaiveDateTime {
         match self {
@@ -119,6 +145,45 @@ mod tests {
         assert_eq!(
             tz.local_date(utc("2024-03-31 22:00:00")),
             date("2024-04-01")
+        );
+    }
+
+    #[test]
+    fn start_of_a_local_day_in_utc() {
+        let berlin = SiteTimezone::parse("Europe/Berlin").unwrap();
+        assert_eq!(
+            berlin.start_of_day_utc(date("2024-03-31")),
+            utc("2024-03-30 23:00:00")
+        );
+        assert_eq!(
+            berlin.start_of_day_utc(date("2024-04-01")),
+            utc("2024-03-31 22:00:00")
+        );
+        let india = SiteTimezone::parse("UTC+5.5").unwrap();
+        assert_eq!(
+            india.start_of_day_utc(date("2024-04-01")),
+            utc("2024-03-31 18:30:00")
+        );
+        let alaska = SiteTimezone::parse("UTC-9.5").unwrap();
+        assert_eq!(
+            alaska.start_of_day_utc(date("2024-04-01")),
+            utc("2024-04-01 09:30:00")
+        );
+        // Santiago moved its clocks from 00:00 to 01:00 local on 2024-09-08 (UTC-4 to UTC-3).
+        let santiago = SiteTimezone::parse("America/Santiago").unwrap();
+        assert_eq!(
+            santiago.start_of_day_utc(date("2024-09-08")),
+            utc("2024-09-08 04:00:00")
+        );
+        // Apia skipped 2011-12-30: it begins and ends when 2011-12-31 begins.
+        let apia = SiteTimezone::parse("Pacific/Apia").unwrap();
+        assert_eq!(
+            apia.start_of_day_utc(date("2011-12-30")),
+            apia.start_of_day_utc(date("2011-12-31"))
+        );
+        assert_eq!(
+            apia.start_of_day_utc(date("2011-12-31")),
+            utc("2011-12-30 10:00:00")
         );
     }
 

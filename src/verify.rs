@@ -26,7 +26,8 @@ pub struct VerifyReport {
     /// Visits that the subjects' selection still finds.
     pub visits_remaining: u64,
     pub site_days_checked: u64,
-    /// Site-days queued by the run and since taken up by core:archive.
+    /// Site-days queued by the run and since taken up by core:archive (for a day left without
+    /// visits: the periods around it re-archived or left without archives).
     pub site_days_processed: u64,
     pub site_days_missing: Vec<SiteDay>,
     pub problems: Vec<String>,
@@ -107,7 +108,9 @@ pub async fn verify(
         if queued.contains(day) {
             continue;
         }
-        if processed_since(conn, matomo, day, *committed_at).await? {
+        if processed_since(conn, matomo, day, *committed_at).await?
+            || invalidate::taken_up_without_visits(conn, matomo, day, *committed_at).await?
+        {
             rep.site_days_processed += 1;
         } else {
             rep.site_days_missing.push(*day);

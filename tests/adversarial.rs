@@ -833,6 +833,8 @@ fn verify_does_not_count_invalidations_queued_before_the_erase() {
         "2024-01-10 10:00:00",
         "2024-01-10 10:00:00",
     );
+    // Someone else's visit that day: the day keeps visits, so it must be re-archived.
+    d.visit(2, 1, None, "2024-01-10 11:00:00", "2024-01-10 11:00:00");
     db.sql(
         "INSERT INTO m_archive_invalidations (idarchive, name, idsite, date1, date2, period, \
          ts_invalidated, status) VALUES (NULL, 'done', 1, '2024-01-01', '2024-12-31', 4, \

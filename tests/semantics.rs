@@ -492,3 +492,225 @@ fn run_key_ignores_order_and_an_empty_ids_file_is_refused() {
     assert!(stderr(&o).contains("holds no id"), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// One archive row of our schema's January 2024 tables: a done flag in the numeric table and,
+/// with `blob`, one report in the blob table.
+fn archive(
+    db: &ScratchDb,
+    idarchive: u32,
+    name: &str,
+    idsite: u32,
+    period: u8,
+    dates: (&str, &str),
+    blob: bool,
+) {
+    let (date1, date2) = dates;
+    db.sql(&format!(
+        "INSERT INTO matomo_archive_numeric_2024_01 VALUES ({idarchive}, '{name}', {idsite}, \
+         '{date1}', '{date2}', {period}, '2024-02-01 00:00:00', 1), ({idarchive}, 'nb_visits', \
+         {idsite}, '{date1}', '{date2}', {period}, '2024-02-01 00:00:00', 7)"
+    ));
+    if blob {
+        db.sql(&format!(
+            "INSERT INTO matomo_archive_blob_2024_01 VALUES ({idarchive}, 'UserId_users', \
+             {idsite}, '{date1}', '{date2}', {period}, '2024-02-01 00:00:00', 'report')"
+        ));
+    }
+}
+
+fn archive_ids(db: &ScratchDb, table: &str) -> Vec<u32> {
+    db.sql(&format!(
+        "SELECT DISTINCT idarchive FROM matomo_archive_{table}_2024_01 ORDER BY 1"
+    ))
+    .lines()
+    .map(|l| l.parse().unwrap())
+    .collect()
+}
+
+/// A site with one other visit on 2024-01-11 and the subject's visit on 2024-01-10 (New York
+/// time), a site where the subject's visit is the only one of the year, and a third site.
+fn sites_with_archives(hint: &str) -> ScratchDb {
+    let db = ScratchDb::with_schema(hint, "matomo_");
+    let d = Data::new(&db, "matomo_");
+    d.site(1, "America/New_York");
+    d.site(2, "UTC");
+    d.site(3, "UTC");
+    // New York is UTC-5 in January: 2024-01-10 local runs from 05:00 UTC to 05:00 the next day.
+    d.visit(
+        1,
+        1,
+        Some("zoe"),
+        "2024-01-10 15:00:00",
+        "2024-01-10 15:10:00",
+    );
+    d.action(1, "2024-01-10 15:10:00");
+    d.visit(2, 1, None, "2024-01-11 05:00:00", "2024-01-11 05:00:00");
+    d.visit(3, 1, None, "2024-01-10 04:59:00", "2024-01-10 04:59:59");
+    d.visit(
+        4,
+        2,
+        Some("zoe"),
+        "2024-01-20 12:00:00",
+        "2024-01-20 12:00:00",
+    );
+    d.visit(5, 3, None, "2024-01-10 12:00:00", "2024-01-10 12:00:00");
+    // (idarchive, done flag, idsite, period, date1, date2, with a blob row)
+    let archives = [
+        (1, "done", 1, 1, "2024-01-10", "2024-01-10", true),
+        (2, "done5f4f12b3", 1, 1, "2024-01-10", "2024-01-10", false),
+        (3, "done", 1, 2, "2024-01-08", "2024-01-14", true),
+        (4, "done", 1, 3, "2024-01-01", "2024-01-31", false),
+        (5, "done", 1, 1, "2024-01-11", "2024-01-11", false),
+        (6, "done", 2, 1, "2024-01-20", "2024-01-20", true),
+        (7, "done.Goals", 2, 2, "2024-01-15", "2024-01-21", false),
+        (8, "done", 2, 3, "2024-01-01", "2024-01-31", false),
+        (9, "done", 3, 1, "2024-01-10", "2024-01-10", true),
+        (10, "done", 2, 4, "2024-01-01", "2024-12-31", false),
+        (11, "done", 2, 5, "2024-01-01", "2024-01-31", false),
+    ];
+    for (id, name, idsite, period, date1, date2, blob) in archives {
+        archive(&db, id, name, idsite, period, (date1, date2), blob);
+    }
+    db
+}
+
+#[test]
+fn archives_of_periods_left_without_visits_are_dropped_and_others_kept() {
+    let db = sites_with_archives("emptied");
+    let doc = erase_json(&db, &["--user-id", "zoe"], true);
+    assert_eq!(doc["visits"], 2);
+    assert_eq!(doc["verify"]["ok"], true, "{doc}");
+
+    // Site 1's 2024-01-10 has no visit left (the visits either side are the 9th and the 11th
+    // in New York); its week, month and year still have visits. Site 2 has none left in 2024.
+    // Range archives and other sites' archives stay.
+    assert_eq!(archive_ids(&db, "numeric"), [3, 4, 5, 9, 11]);
+    assert_eq!(archive_ids(&db, "blob"), [3, 9]);
+    assert_eq!(doc["archives_dropped"], 6);
+    let emptied: Vec<String> = doc["emptied_periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} {}",
+                p["idsite"],
+                p["period"],
+                p["date1"].as_str().unwrap(),
+                p["date2"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        emptied,
+        [
+            "1 1 2024-01-10 2024-01-10",
+            "2 1 2024-01-20 2024-01-20",
+            "2 2 2024-01-15 2024-01-21",
+            "2 3 2024-01-01 2024-01-31",
+            "2 4 2024-01-01 2024-12-31",
+        ]
+    );
+    // The days are queued all the same, as Matomo's tool does.
+    assert_eq!(site_days(&doc), ["1 2024-01-10", "2 2024-01-20"]);
+
+    // The queued days vanish: site 1's week and month, which still have visits, keep their
+    // old archives, so verify says the day was not taken up.
+    db.sql("DELETE FROM matomo_option WHERE option_name LIKE '%report\\_to\\_invalidate\\_%'");
+    let url = db.url();
+    let verify = [
+        "verify",
+        "--database-url",
+        &url,
+        "--json",
+        "--user-id",
+        "zoe",
+    ];
+    let v = run_json(&verify, 5);
+    let missing: Vec<String> = v["site_days_missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{} {}", d["idsite"], d["date"].as_str().unwrap()))
+        .collect();
+    assert_eq!(missing, ["1 2024-01-10"], "{v}");
+
+    // As core:archive does: the emptied day is dropped unarchived, the week and month that
+    // have visits are archived anew. Site 2 had nothing left to archive.
+    db.sql(
+        "INSERT INTO matomo_archive_numeric_2024_01 VALUES \
+         (20, 'done', 1, '2024-01-08', '2024-01-14', 2, UTC_TIMESTAMP(), 1), \
+         (21, 'done', 1, '2024-01-01', '2024-01-31', 3, UTC_TIMESTAMP(), 1)",
+    );
+    let v = run_json(&verify, 0);
+    assert_eq!(v["site_days_processed"], 2, "{v}");
+}
+
+#[test]
+fn keep_archives_leaves_every_archive_and_verify_then_sees_the_stale_day() {
+    let db = sites_with_archives("keeparch");
+    let doc = erase_json(&db, &["--user-id", "zoe", "--keep-archives"], true);
+    assert_eq!(doc["visits"], 2);
+    assert_eq!(doc["archives_dropped"], 0);
+    assert_eq!(doc["archives_kept"], "--keep-archives");
+    assert_eq!(archive_ids(&db, "numeric"), (1..=11).collect::<Vec<_>>());
+
+    db.sql("DELETE FROM matomo_option WHERE option_name LIKE '%report\\_to\\_invalidate\\_%'");
+    let url = db.url();
+    let v = run_json(
+        &[
+            "verify",
+            "--database-url",
+            &url,
+            "--json",
+            "--user-id",
+            "zoe",
+        ],
+        5,
+    );
+    assert_eq!(v["site_days_missing"].as_array().unwrap().len(), 2, "{v}");
+}
+
+#[test]
+fn archives_are_kept_with_the_grant_to_give_when_the_user_may_not_delete_them() {
+    let db = sites_with_archives("archgrant");
+    let user = format!("me_arch_{}", std::process::id());
+    let mut grants = format!(
+        "DROP USER IF EXISTS '{user}'@'127.0.0.1'; CREATE USER '{user}'@'127.0.0.1'; \
+         GRANT SELECT ON `{0}`.* TO '{user}'@'127.0.0.1'; \
+         GRANT SELECT, INSERT, CREATE ON `{0}`.`matomo_matomo_erase_journal` TO '{user}'@'127.0.0.1';",
+        db.name
+    );
+    for t in db
+        .sql("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name NOT LIKE 'matomo\\_archive\\_%'")
+        .lines()
+    {
+        grants.push_str(&format!(
+            "GRANT SELECT, INSERT, DELETE ON `{}`.`{t}` TO '{user}'@'127.0.0.1';",
+            db.name
+        ));
+    }
+    mariadb(None, &grants);
+    let url = format!("mysql://{user}@127.0.0.1:3306/{}", db.name);
+    let o = run(&[
+        "erase",
+        "--database-url",
+        &url,
+        "--user-id",
+        "zoe",
+        "--execute",
+        "--json",
+    ]);
+    mariadb(None, &format!("DROP USER IF EXISTS '{user}'@'127.0.0.1'"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["visits"], 2);
+    assert_eq!(doc["archives_dropped"], 0);
+    let kept = doc["archives_kept"].as_str().unwrap();
+    assert!(
+        kept.contains("DELETE command denied") && kept.contains("GRANT SELECT, DELETE ON"),
+        "{kept}"
+    );
+    assert!(stderr(&o).contains("archives of periods left without visits are kept"));
+    assert_eq!(archive_ids(&db, "numeric"), (1..=11).collect::<Vec<_>>());
+}
