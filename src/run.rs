@@ -445,11 +445,12 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     let archives_kept = if args.keep_archives {
         Some("--keep-archives".to_string())
     } else {
-        erase::archive_delete_refused(&mut writer, &matomo).await?
+        let refused = erase::archive_delete_refused(&mut writer, &matomo).await?;
+        if let Some(why) = &refused {
+            tracing::warn!("archives of periods left without visits are kept: {why}");
+        }
+        refused
     };
-    if let Some(why) = &archives_kept {
-        tracing::warn!("archives of periods left without visits are kept: {why}");
-    }
     report.archives_kept = archives_kept.clone();
     let earlier = journal::earlier(&mut writer, &matomo, &run_key).await?;
     if earlier.chunks > 0 {
