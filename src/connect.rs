@@ -40,20 +40,29 @@ pub fn describe_options(o: &MySqlConnectOptions) -> String {
     )
 }
 
-/// Resolves the command line into a connection target. `--database-url` wins over the
-/// Matomo config for the connection; `--prefix` wins over the config's `tables_prefix`.
+/// Resolves the command line into a connection target: `--database-url`, else
+/// `--matomo-config`, else the `DATABASE_URL` variable. Both options at once are refused: they
+/// may name two databases, and an erase must never pick one silently. `--prefix` wins over the
+/// config's `tables_prefix`.
 pub fn resolve(args: &ConnArgs) -> anyhow::Result<Target> {
     let (options, config_prefix) =
         match (&args.database_url, &args.matomo_config) {
-            (Some(url), _) => (parse_url(url)?, None),
+            (Some(_), Some(_)) => return Err(usage(
+                "both --database-url and --matomo-config are given, and they may name different \
+                 databases: pass only one of them",
+            )),
+            (Some(url), None) => (parse_url(url)?, None),
             (None, Some(path)) => {
                 let (o, p) = from_matomo_config(path)?;
                 (o, Some(p))
             }
-            (None, None) => return Err(usage(
-                "no database given: pass --database-url mysql://USER:PASS@HOST:PORT/DB (or set \
-                 DATABASE_URL), or --matomo-config /path/to/matomo/config/config.ini.php",
-            )),
+            (None, None) => match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.trim().is_empty() => (parse_url(&url)?, None),
+                _ => return Err(usage(
+                    "no database given: pass --database-url mysql://USER:PASS@HOST:PORT/DB (or \
+                     set DATABASE_URL), or --matomo-config /path/to/matomo/config/config.ini.php",
+                )),
+            },
         };
     if options.get_database().unwrap_or("").is_empty() {
         return Err(usage(

@@ -73,6 +73,7 @@ struct Prepared {
     matomo: Matomo,
     subjects: Subjects,
     decision: LookupDecision,
+    run_key: String,
 }
 
 async fn prepare(cli: &Cli, args: &SelectArgs) -> anyhow::Result<Prepared> {
@@ -80,12 +81,14 @@ async fn prepare(cli: &Cli, args: &SelectArgs) -> anyhow::Result<Prepared> {
     let (target, mut conn, matomo) = connect_and_inspect(cli).await?;
     check_sites(&matomo, &args.sites)?;
     let decision = decide_lookup(&mut conn, &matomo, &subjects).await?;
+    let run_key = run_key(&matomo, &subjects)?;
     Ok(Prepared {
         target,
         conn,
         matomo,
         subjects,
         decision,
+        run_key,
     })
 }
 
@@ -203,11 +206,11 @@ fn run_key(matomo: &Matomo, subjects: &Subjects) -> anyhow::Result<String> {
     for v in &subjects.visit_ids {
         add(format!("visit:{v}"));
     }
-    let mut from_file = 0u64;
+    let (mut from_visit_file, mut from_user_file) = (0u64, 0u64);
     if let Some(mut lines) = subjects.open_visit_ids()? {
         while let Some(v) = lines.next_id()? {
             add(format!("visit:{v}"));
-            from_file += 1;
+            from_visit_file += 1;
         }
     }
     for v in &subjects.visitor_ids {
@@ -225,18 +228,24 @@ fn run_key(matomo: &Matomo, subjects: &Subjects) -> anyhow::Result<String> {
                 "user:{}",
                 UserIdSubject::new(&u, &matomo.rules)?.receipt_hash
             ));
-            from_file += 1;
+            from_user_file += 1;
         }
     }
-    let given_files = subjects.user_ids_file.is_some() || subjects.visit_ids_file.is_some();
-    let given_inline = !subjects.user_ids.is_empty()
-        || !subjects.visitor_ids.is_empty()
-        || !subjects.visit_ids.is_empty();
-    if given_files && from_file == 0 && !given_inline {
-        return Err(crate::error::usage(
-            "the ids file holds no id (only blank lines, or nothing): check the export that \
-             made it",
-        ));
+    // An empty file is a broken export far more often than a request to erase nobody.
+    for (file, ids, option) in [
+        (
+            &subjects.visit_ids_file,
+            from_visit_file,
+            "--visit-ids-file",
+        ),
+        (&subjects.user_ids_file, from_user_file, "--user-ids-file"),
+    ] {
+        if file.is_some() && ids == 0 {
+            return Err(crate::error::usage(format!(
+                "the ids file of {option} holds no id (only blank lines, or nothing): check the \
+                 export that made it"
+            )));
+        }
     }
     let mut sites = a.sites.clone();
     sites.sort_unstable();
@@ -339,8 +348,8 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         matomo,
         subjects,
         decision,
+        run_key,
     } = prepare(cli, &args.select).await?;
-    let run_key = run_key(&matomo, &subjects)?;
     tracing::info!(lookup = decision.mode, reason = %decision.reason, run_key = %run_key, "selection");
 
     let mut report = EraseReport {
@@ -1063,9 +1072,9 @@ async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         matomo,
         subjects,
         decision,
+        run_key,
         ..
     } = prepare(cli, args).await?;
-    let run_key = run_key(&matomo, &subjects)?;
     let mut finder = Finder::new(&matomo, subjects.clone(), &decision);
     let v = verify::verify(&mut conn, &matomo, &run_key, &mut finder).await?;
     connect::close(conn).await;

@@ -329,3 +329,96 @@ fn matomo_config_is_read_for_connection_and_prefix() {
     assert_eq!(canonical(shown), canonical(socket.trim()));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A Matomo config naming `db` with the matomo_ prefix, in a folder of its own.
+fn config_for(db: &ScratchDb, tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("me_cfg_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.ini.php");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nhost = \"127.0.0.1\"\nport = 3306\nusername = \"root\"\npassword = \"\"\n\
+             dbname = \"{}\"\ntables_prefix = \"matomo_\"\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn database_url_variable_is_used_when_no_option_names_the_database() {
+    let db = ScratchDb::with_fixture("envurl", THREE_SITES);
+    let url = db.url();
+    let o = run_env(
+        &["find", "--user-id", "alice.peer@example.org", "--json"],
+        &[("DATABASE_URL", &url)],
+    );
+    let doc = json(&o, 0);
+    assert_eq!(doc["visits"].as_array().map(Vec::len), Some(12), "{doc}");
+
+    // An explicit --matomo-config wins over a DATABASE_URL left in the environment.
+    let other = ScratchDb::with_fixture("envother", OMNI);
+    let cfg = config_for(&db, "envwin");
+    let o = run_env(
+        &[
+            "inspect",
+            "--json",
+            "--matomo-config",
+            cfg.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &other.url())],
+    );
+    let doc = json(&o, 0);
+    assert_eq!(doc["database"], db.name.as_str());
+    assert_eq!(doc["prefix"], "matomo_");
+    std::fs::remove_dir_all(cfg.parent().unwrap()).ok();
+}
+
+#[test]
+fn both_connection_options_at_once_are_refused_and_change_nothing() {
+    let db = ScratchDb::with_fixture("bothconn", THREE_SITES);
+    let other = ScratchDb::with_fixture("bothother", THREE_SITES);
+    let cfg = config_for(&db, "both");
+    let before = (fingerprint(&db), fingerprint(&other));
+    let err = assert_fails(
+        &[
+            "erase",
+            "--matomo-config",
+            cfg.to_str().unwrap(),
+            "--database-url",
+            &other.url(),
+            "--user-id",
+            "alice.peer@example.org",
+            "--execute",
+        ],
+        2,
+        &["--database-url", "--matomo-config", "only one"],
+    );
+    assert!(!err.contains("alice"), "{err}");
+    assert_eq!((fingerprint(&db), fingerprint(&other)), before);
+    std::fs::remove_dir_all(cfg.parent().unwrap()).ok();
+}
+
+#[test]
+fn an_ids_file_without_ids_is_refused_by_every_selecting_command() {
+    let db = ScratchDb::with_fixture("emptyids", THREE_SITES);
+    let url = db.url();
+    let dir = std::env::temp_dir().join(format!("me_emptyids_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let blank = dir.join("blank.txt");
+    std::fs::write(&blank, "\u{feff}\n  \n").unwrap();
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    for cmd in ["find", "erase", "verify"] {
+        for (opt, file) in [("--user-ids-file", &blank), ("--visit-ids-file", &empty)] {
+            assert_fails(
+                &[cmd, "--database-url", &url, opt, file.to_str().unwrap()],
+                2,
+                &["holds no id"],
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
