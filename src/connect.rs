@@ -70,7 +70,13 @@ pub fn resolve(args: &ConnArgs) -> anyhow::Result<Target> {
              mysql://root@127.0.0.1:3306/matomo",
         ));
     }
-    let options = options.charset("utf8mb4").disable_statement_logging();
+    // Statements go to the `sqlx::query` log target at debug level, which `-vv` shows; their
+    // text never holds a password or an identifier (those are bound), so it is safe to show.
+    // Slow-statement warnings are off: a long chunk is reported by the erase itself.
+    let options = options
+        .charset("utf8mb4")
+        .log_statements(log::LevelFilter::Debug)
+        .log_slow_statements(log::LevelFilter::Off, std::time::Duration::MAX);
     Ok(Target {
         options,
         prefix: args.prefix.clone().or(config_prefix),

@@ -16,8 +16,9 @@ fn main() -> ExitCode {
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter = EnvFilter::try_from_env("MATOMO_ERASE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("matomo_erase={level},warn")));
+    let filter = EnvFilter::try_from_env("MATOMO_ERASE_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("matomo_erase={level},sqlx::query={level},warn"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

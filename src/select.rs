@@ -259,15 +259,17 @@ pub async fn decide_lookup(
     // The newest and the oldest visits: an install upgraded from a version (or a config) that
     // did not link the ids shows it at the old end. A user id of 200 characters may have been
     // cut, and the visitor id comes from the uncut id, so such rows cannot be checked here.
+    // UNION keeps a visit once where the two ends meet (fewer than twice the sample visits).
     let sample = |order: &str| {
         format!(
-            "(SELECT idvisitor, user_id FROM {} ORDER BY idvisit {order} LIMIT {AUTO_SAMPLE})",
+            "(SELECT idvisit, idvisitor, user_id FROM {} ORDER BY idvisit {order} \
+             LIMIT {AUTO_SAMPLE})",
             matomo.table("log_visit")
         )
     };
     let sql = format!(
         "SELECT COUNT(*), CAST(COALESCE(SUM(idvisitor = UNHEX(LEFT(SHA1(user_id), 16))), 0) \
-         AS UNSIGNED) FROM ({} UNION ALL {}) s \
+         AS UNSIGNED) FROM ({} UNION {}) s \
          WHERE user_id IS NOT NULL AND CHAR_LENGTH(user_id) < 200",
         sample("DESC"),
         sample("ASC")

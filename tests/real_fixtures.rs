@@ -165,6 +165,15 @@ fn find_lists_alices_visits_with_local_times_and_rows() {
     let visits = doc["visits"].as_array().unwrap();
     assert_eq!(visits.len(), 12);
     assert_eq!(doc["lookup"]["mode"], "index");
+    // 3,526 visits, fewer than the two samples of 2,000: each of the 975 visits with a user id
+    // is counted once.
+    let with_uid = db.count("SELECT COUNT(*) FROM matomo_log_visit WHERE user_id IS NOT NULL");
+    assert_eq!(with_uid, 975);
+    let reason = doc["lookup"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("all {with_uid} sampled visits")),
+        "{reason}"
+    );
     // Visit 1270 on the New York site: 00:26 UTC is the evening before, local time.
     let v = visits.iter().find(|v| v["idvisit"] == 1270).unwrap();
     assert_eq!(v["idsite"], 2);

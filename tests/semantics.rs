@@ -714,3 +714,46 @@ fn archives_are_kept_with_the_grant_to_give_when_the_user_may_not_delete_them() 
     assert!(stderr(&o).contains("archives of periods left without visits are kept"));
     assert_eq!(archive_ids(&db, "numeric"), (1..=11).collect::<Vec<_>>());
 }
+
+#[test]
+fn very_verbose_logs_each_statement_but_no_identifier() {
+    let db = ScratchDb::with_schema("vvsql", "matomo_");
+    let d = Data::new(&db, "matomo_");
+    d.site(1, "UTC");
+    let url = db.url();
+    for lookup in ["index", "scan"] {
+        d.visit(
+            1,
+            1,
+            Some("hara-secret-7"),
+            "2024-01-10 10:00:00",
+            "2024-01-10 10:00:00",
+        );
+        let o = run(&[
+            "erase",
+            "--database-url",
+            &url,
+            "--user-id",
+            "hara-secret-7",
+            "--lookup",
+            lookup,
+            "--execute",
+            "-vv",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let log = stderr(&o);
+        assert_eq!(db.count("SELECT COUNT(*) FROM matomo_log_visit"), 0);
+        let statements = log.lines().filter(|l| l.contains("db.statement")).count();
+        assert!(statements > 10, "{statements} statements logged:\n{log}");
+        if lookup == "index" {
+            assert!(
+                log.contains("DELETE FROM `matomo_log_visit` WHERE idvisit IN (1)"),
+                "{log}"
+            );
+        }
+        assert!(
+            !log.contains("hara-secret"),
+            "an identifier reached the log:\n{log}"
+        );
+    }
+}
