@@ -582,12 +582,13 @@ impl Eraser<'_> {
     /// Removes what a verification found left of erased visits: rows that arrived for a visit
     /// after its chunk committed (a late tracker request), and site-days whose queued
     /// invalidation disappeared without being processed. One transaction per journal chunk;
-    /// only visit ids that no log_visit row carries are touched.
+    /// only visit ids that no log_visit row carries are touched. Returns the rows removed and
+    /// the invalidation rows queued again.
     pub async fn sweep(
         &mut self,
         leftovers: &[journal::ChunkRef],
         missing_days: &[SiteDay],
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<(u64, u64)> {
         let matomo = self.matomo;
         let mut removed = 0;
         for r in leftovers {
@@ -617,12 +618,13 @@ impl Eraser<'_> {
             }
             tx.commit().await?;
         }
+        let mut requeued = 0;
         if !missing_days.is_empty() {
             let days: BTreeSet<SiteDay> = missing_days.iter().copied().collect();
             let mut tx = self.conn.begin().await?;
-            invalidate::queue(&mut tx, matomo, &days).await?;
+            requeued = invalidate::queue(&mut tx, matomo, &days).await?;
             tx.commit().await?;
         }
-        Ok(removed)
+        Ok((removed, requeued))
     }
 }

@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "warn",
@@ -53,4 +56,28 @@ fn main() -> ExitCode {
             code
         }
     }
+}
+
+/// A command line clap refuses: its message on stderr, exit 2; with `--json` anywhere on the
+/// line, also the one JSON document on stdout that every failure gives. Help and version are
+/// not failures.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let _ = e.print();
+    let number = code::USAGE;
+    if std::env::args_os().any(|a| a == "--json") {
+        let message = e.render().to_string();
+        let first = message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        let doc = serde_json::json!({ "error": first, "exit_code": number });
+        println!("{doc}");
+    }
+    ExitCode::from(number)
 }

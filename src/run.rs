@@ -309,6 +309,8 @@ struct EraseReport {
     earlier_runs: Option<Earlier>,
     /// Rows of erased visits removed after the chunks (they arrived after their chunk).
     swept_rows: u64,
+    /// Site-days whose queued invalidation vanished unprocessed, queued again.
+    requeued_site_days: Vec<SiteDay>,
     invalidation_notes: invalidate::Notes,
     verify: Option<VerifyReport>,
     elapsed_seconds: f64,
@@ -384,6 +386,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         stopped: None,
         earlier_runs: None,
         swept_rows: 0,
+        requeued_site_days: Vec::new(),
         invalidation_notes: invalidate::Notes::default(),
         verify: None,
         elapsed_seconds: 0.0,
@@ -625,10 +628,15 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     if !v.leftovers.is_empty() || !v.site_days_missing.is_empty() {
         // Rows that reached an erased visit after its chunk, or an invalidation that vanished
         // unprocessed: removed and re-queued, then proven again.
-        report.swept_rows = eraser.sweep(&v.leftovers, &v.site_days_missing).await?;
+        let (rows, requeued) = eraser.sweep(&v.leftovers, &v.site_days_missing).await?;
+        report.swept_rows = rows;
+        report.requeued_site_days = v.site_days_missing.clone();
+        report.invalidations_inserted += requeued;
         tracing::warn!(
-            rows = report.swept_rows,
-            "swept rows left behind by erased visits"
+            rows,
+            site_days = requeued,
+            "repaired an earlier erase: removed rows that reached erased visits after their \
+             chunk, queued again invalidations that vanished unprocessed"
         );
         let mut again = Finder::new(&matomo, subjects.clone(), &decision);
         v = verify::verify(&mut conn, &matomo, &run_key, &mut again).await?;
@@ -941,10 +949,28 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
                 r.swept_rows
             );
         }
+        if !r.requeued_site_days.is_empty() {
+            let list: Vec<String> = r
+                .requeued_site_days
+                .iter()
+                .take(20)
+                .map(|d| format!("site {} {}", d.idsite, d.date))
+                .collect();
+            let _ = writeln!(
+                t,
+                "queued again {} site-days whose invalidation vanished unprocessed: {}",
+                r.requeued_site_days.len(),
+                list.join(", ")
+            );
+        }
     }
     let _ = writeln!(t, "run key {} ({:.2}s)", r.run_key, r.elapsed_seconds);
     print_text(&t)
 }
+
+/// What to do when a verification fails.
+const REPAIR_HINT: &str = "run the same erase command with --execute again: it erases what is \
+     left, removes rows that reached erased visits and queues again what vanished unprocessed";
 
 /// `find`: the visits of the subjects with their times and rows per log table.
 async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
@@ -1121,13 +1147,16 @@ async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             if ok {
                 "OK".to_string()
             } else {
-                format!("FAILED: {problems}")
+                format!("FAILED: {problems}\nnext: {REPAIR_HINT}")
             }
         );
         print_text(&t)?;
     }
     if !ok {
-        return Err(Failure::VerifyFailed(format!("verification failed: {problems}")).into());
+        return Err(Failure::VerifyFailed(format!(
+            "verification failed: {problems}; {REPAIR_HINT}"
+        ))
+        .into());
     }
     let _ = receipt_hash;
     Ok(())

@@ -422,3 +422,20 @@ fn an_ids_file_without_ids_is_refused_by_every_selecting_command() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn json_errors_of_the_command_line_are_one_json_document() {
+    let o = run(&["--json", "find", "--user-id", "x", "--since", "2012-13-01"]);
+    let doc = json(&o, 2);
+    assert_eq!(doc["exit_code"], 2);
+    let error = doc["error"].as_str().unwrap();
+    assert!(
+        error.contains("--since") && error.contains("no such day"),
+        "{error}"
+    );
+    assert!(stderr(&o).contains("no such day"));
+    // Help is not a failure, and prints no JSON.
+    let o = run(&["--json", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("Usage"));
+}

@@ -349,3 +349,79 @@ fn omnifixture_existing_invalidation_rows_are_not_duplicated() {
         done["invalidations_inserted"].as_u64().unwrap()
     );
 }
+
+#[test]
+fn a_rerun_repairs_what_verify_found_and_says_what_it_repaired() {
+    let db = ScratchDb::with_fixture("repair", THREE_SITES);
+    let url = db.url();
+    let erase = [
+        "erase",
+        "--database-url",
+        &url,
+        "--user-id",
+        "alice.peer@example.org",
+        "--execute",
+        "--json",
+    ];
+    let first = run_json(&erase, 0);
+    assert_eq!(first["visits"], 12);
+    let erased: u64 = first["site_days"].as_array().unwrap().len() as u64;
+
+    // A queued day vanishes unprocessed, and a late tracker request reaches an erased visit.
+    let gone = "mErs_report_to_invalidate_3_2026-11-28_matomoerase";
+    db.sql(&format!(
+        "DELETE FROM matomo_option WHERE option_name = '{gone}'"
+    ));
+    let idvisit = first_erased_visit(&db);
+    db.sql(&format!(
+        "INSERT INTO matomo_log_link_visit_action (idsite, idvisitor, idvisit, server_time, idaction_url) \
+         VALUES (1, X'0000000000000001', {idvisit}, '2026-11-28 10:00:00', 1)"
+    ));
+    let o = run(&[
+        "verify",
+        "--database-url",
+        &url,
+        "--user-id",
+        "alice.peer@example.org",
+    ]);
+    assert_eq!(o.status.code(), Some(5));
+    let text = stdout(&o);
+    assert!(text.contains("site 3 2026-11-28"), "{text}");
+    assert!(
+        text.contains("1 rows of erased visits remain in log_link_visit_action"),
+        "{text}"
+    );
+    assert!(
+        text.contains("run the same erase command with --execute again"),
+        "{text}"
+    );
+
+    let again = run_json(&erase, 0);
+    assert_eq!(again["visits"], 0);
+    assert_eq!(again["swept_rows"], 1);
+    assert_eq!(again["invalidations_inserted"], 1);
+    let requeued: Vec<String> = again["requeued_site_days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{} {}", d["idsite"], d["date"].as_str().unwrap()))
+        .collect();
+    assert_eq!(requeued, ["3 2026-11-28"]);
+    assert_eq!(again["verify"]["ok"], true);
+    assert_eq!(again["verify"]["site_days_checked"], erased);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM matomo_option WHERE option_name = '{gone}'"
+        )),
+        1
+    );
+}
+
+/// The lowest visit id the journal lists as erased.
+fn first_erased_visit(db: &ScratchDb) -> u64 {
+    let ids = db.scalar("SELECT idvisits FROM matomo_matomo_erase_journal ORDER BY chunk LIMIT 1");
+    ids.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .min()
+        .expect("an erased visit id in the journal")
+}
