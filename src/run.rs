@@ -806,14 +806,34 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         r.matomo_version.as_deref().unwrap_or("?")
     );
     let _ = writeln!(t, "lookup   {}: {}", r.lookup.mode, r.lookup.reason);
+    // After an earlier run of the same command, ids whose visits it erased have none left.
+    let without = if r.earlier_runs.is_some() {
+        "with no visit left"
+    } else {
+        "without visits"
+    };
     let _ = writeln!(
         t,
-        "subjects {} user ids ({} without visits), {} visitor ids, {} visit ids",
+        "subjects {} user ids ({} {without}), {} visitor ids, {} visit ids",
         r.subjects.user_ids,
         r.subjects.user_ids_without_visits,
         r.subjects.visitor_ids,
         r.subjects.visit_ids
     );
+    let hashes = &r.subjects.user_ids_without_visits_hashes;
+    if !hashes.is_empty() {
+        let shown: Vec<&str> = hashes.iter().take(20).map(String::as_str).collect();
+        let _ = writeln!(
+            t,
+            "  user id hashes {without}: {}{}",
+            shown.join(" "),
+            if r.subjects.user_ids_without_visits > 20 {
+                " ..."
+            } else {
+                ""
+            }
+        );
+    }
     let per_site: Vec<String> = r
         .visits_per_site
         .iter()
@@ -851,8 +871,15 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         for n in &r.near_matches.list {
             let _ = writeln!(
                 t,
-                "  site {} visit {}: differs by {} (user id hash {})",
-                n.idsite, n.idvisit, n.differs_by, n.user_id_hash
+                "  site {} visit {}: differs by {} (user id hash {}{})",
+                n.idsite,
+                n.idvisit,
+                n.differs_by,
+                n.user_id_hash,
+                n.near_subject_hash
+                    .as_deref()
+                    .map(|h| format!(", near subject {h}"))
+                    .unwrap_or_default()
             );
         }
     } else if r.lookup.mode == "index" {

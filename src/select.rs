@@ -53,6 +53,9 @@ pub struct NearMatch {
     pub differs_by: &'static str,
     /// Receipt hash of the stored user id (never the id itself).
     pub user_id_hash: String,
+    /// Receipt hash of the subject it is near, as "user ids without visits" lists it, when it
+    /// differs from that subject by case or trailing spaces only.
+    pub near_subject_hash: Option<String>,
     /// Whether it is erased (only with `--match collation`).
     pub erased: bool,
 }
@@ -733,6 +736,19 @@ impl<'m> Finder<'m> {
                 if hit {
                     out.push(visit);
                 } else {
+                    let erased = collation && !cut_clash;
+                    let near_subjects: Vec<usize> = pass
+                        .by_stored
+                        .iter()
+                        .filter(|(stored, _)| differs_by(&uid, std::iter::once(*stored)) != OTHER)
+                        .flat_map(|(_, claims)| claims.iter().map(|(i, _)| *i))
+                        .collect();
+                    if erased {
+                        // A subject found through the collation is not "without visits".
+                        for i in &near_subjects {
+                            pass.matched[*i] = true;
+                        }
+                    }
                     near.push(NearMatch {
                         idsite: visit.idsite,
                         idvisit: visit.idvisit,
@@ -742,9 +758,12 @@ impl<'m> Finder<'m> {
                             differs_by(&uid, pass.by_stored.keys())
                         },
                         user_id_hash: receipt_hash(&uid),
-                        erased: collation && !cut_clash,
+                        near_subject_hash: near_subjects
+                            .first()
+                            .map(|i| pass.batch[*i].receipt_hash.clone()),
+                        erased,
                     });
-                    if collation && !cut_clash {
+                    if erased {
                         out.push(visit);
                     }
                 }
@@ -760,8 +779,10 @@ impl<'m> Finder<'m> {
     }
 }
 
+const OTHER: &str = "accents or other characters";
+
 fn differs_by<'a>(stored: &str, forms: impl Iterator<Item = &'a String>) -> &'static str {
-    let mut best = "accents or other characters";
+    let mut best = OTHER;
     for f in forms {
         if f.to_lowercase() == stored.to_lowercase() {
             return "case";

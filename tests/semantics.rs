@@ -757,3 +757,71 @@ fn very_verbose_logs_each_statement_but_no_identifier() {
         );
     }
 }
+
+#[test]
+fn a_near_match_names_the_subject_it_is_near_and_counts_it_matched_when_erased() {
+    let db = ScratchDb::with_schema("nearsubj", "matomo_");
+    let d = Data::new(&db, "matomo_");
+    d.site(1, "UTC");
+    // Only the lower-case form is stored; the request holds the capitalised one.
+    d.visit(
+        1,
+        1,
+        Some("bob.rossi@example.org"),
+        "2024-01-01 10:00:00",
+        "2024-01-01 10:00:00",
+    );
+    d.visit(
+        2,
+        1,
+        Some("carol@example.org"),
+        "2024-01-01 11:00:00",
+        "2024-01-01 11:00:00",
+    );
+    let args = [
+        "--user-id",
+        "Bob.Rossi@example.org",
+        "--user-id",
+        "nobody@example.org",
+        "--lookup",
+        "scan",
+    ];
+
+    let plan = erase_json(&db, &args, false);
+    assert_eq!(plan["visits"], 0);
+    assert_eq!(plan["subjects"]["user_ids_without_visits"], 2);
+    let unmatched: Vec<&str> = plan["subjects"]["user_ids_without_visits_hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    let near = &plan["near_matches"]["list"][0];
+    assert_eq!(near["idvisit"], 1);
+    assert_eq!(near["differs_by"], "case");
+    let subject = near["near_subject_hash"].as_str().unwrap();
+    assert!(unmatched.contains(&subject), "{subject} in {unmatched:?}");
+    assert_ne!(near["user_id_hash"].as_str().unwrap(), subject);
+
+    // The text plan shows the same link and the hashes of the ids without visits.
+    let url = db.url();
+    let mut text_args = vec!["erase", "--database-url", url.as_str()];
+    text_args.extend_from_slice(&args);
+    let o = run(&text_args);
+    let text = stdout(&o);
+    assert!(text.contains(&format!("near subject {subject}")), "{text}");
+    assert!(unmatched.iter().all(|h| text.contains(h)), "{text}");
+
+    let mut erase = args.to_vec();
+    erase.extend_from_slice(&["--match", "collation"]);
+    let done = erase_json(&db, &erase, true);
+    assert_eq!(done["visits"], 1);
+    assert_eq!(
+        done["subjects"]["user_ids_without_visits"], 1,
+        "only nobody@ has none"
+    );
+    assert_eq!(
+        db.scalar("SELECT GROUP_CONCAT(idvisit) FROM matomo_log_visit"),
+        "2"
+    );
+}
