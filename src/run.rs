@@ -1077,8 +1077,13 @@ async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     let _ = writeln!(t, "{} visits", visits.len());
     let _ = writeln!(
         t,
-        "{:>6} {:>10}  {:<19}  {:<19}  {:<19}  rows",
-        "site", "idvisit", "first action UTC", "last action UTC", "last action local"
+        "{:>6} {:>10}  {:<19}  {:<19}  {:<19}  {:<19}  rows",
+        "site",
+        "idvisit",
+        "first action UTC",
+        "last action UTC",
+        "first action local",
+        "last action local"
     );
     for v in &visits {
         let rows: Vec<String> = v
@@ -1089,11 +1094,12 @@ async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             .collect();
         let _ = writeln!(
             t,
-            "{:>6} {:>10}  {}  {}  {}  {}",
+            "{:>6} {:>10}  {:<19}  {:<19}  {:<19}  {:<19}  {}",
             v.idsite,
             v.idvisit,
             v.first_action_utc,
             v.last_action_utc,
+            v.first_action_local,
             v.last_action_local,
             rows.join(" ")
         );
@@ -1107,13 +1113,16 @@ async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         for n in &finder.near_matches {
             let _ = writeln!(
                 t,
-                "  site {} visit {}: differs by {}",
-                n.idsite, n.idvisit, n.differs_by
+                "  site {} visit {}: differs by {} (user id hash {})",
+                n.idsite, n.idvisit, n.differs_by, n.user_id_hash
             );
         }
     }
     if finder.unmatched_total > 0 {
         let _ = writeln!(t, "{} user ids matched no visit", finder.unmatched_total);
+    }
+    if visits.is_empty() {
+        let _ = writeln!(t, "no visit of these subjects was found");
     }
     print_text(&t)
 }

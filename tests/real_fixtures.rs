@@ -184,6 +184,32 @@ fn find_lists_alices_visits_with_local_times_and_rows() {
         .map(|v| v["rows"]["log_link_visit_action"].as_u64().unwrap())
         .sum();
     assert_eq!(total, 78);
+
+    // The text lists the same visit with its four times, first and last, UTC and local.
+    let o = run(&[
+        "find",
+        "--database-url",
+        &db.url(),
+        "--user-id",
+        "alice.peer@example.org",
+    ]);
+    let text = stdout(&o);
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("1270"))
+        .unwrap_or_else(|| panic!("no line for visit 1270:\n{text}"));
+    let times: Vec<&str> = line.split_whitespace().skip(2).take(8).collect();
+    let want = |k: &str| v[k].as_str().unwrap().split(' ').collect::<Vec<_>>();
+    let expected: Vec<&str> = [
+        "first_action_utc",
+        "last_action_utc",
+        "first_action_local",
+        "last_action_local",
+    ]
+    .iter()
+    .flat_map(|k| want(k))
+    .collect();
+    assert_eq!(times, expected, "{line}");
     // find writes nothing.
     assert_eq!(db.count("SELECT COUNT(*) FROM matomo_log_visit"), 3526);
 }
