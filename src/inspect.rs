@@ -383,36 +383,53 @@ fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
     }
 
     // Breadth-first from the tables that hold idvisit: each round adds the tables one hop
-    // further, so every table gets its shortest path; ties go to the first parent by name.
+    // further, so every table gets its shortest path.
+    let mut ambiguous: BTreeMap<String, Vec<String>> = BTreeMap::new();
     loop {
         let mut added = Vec::new();
         for name in &names {
-            if reach.contains_key(*name) || never_touched(name).is_some() {
+            if reach.contains_key(*name)
+                || ambiguous.contains_key(*name)
+                || never_touched(name).is_some()
+            {
                 continue;
             }
             // A link column is a foreign key: never the table's own single-column key (two
             // plugins that both call their key `id` are not related), never a bare `id`.
             let own_pk = info.single_pk.get(*name);
+            let mut unresolved = Vec::new();
             let found = info.columns[*name]
                 .iter()
                 .filter(|col| col.as_str() != "id" && own_pk != Some(*col))
                 .find_map(|col| {
-                    reach.iter().find_map(|(parent, r)| {
-                        let pk_matches = info.single_pk.get(parent).is_some_and(|pk| pk == col);
-                        (pk_matches && parent != *name && *r != Reach::Visit).then(|| {
-                            let mut path = vec![Hop {
-                                column: col.clone(),
-                                parent: parent.clone(),
-                            }];
-                            if let Reach::Through { path: rest } = r {
-                                path.extend(rest.iter().cloned());
-                            }
-                            path
+                    let candidates: Vec<&String> = reach
+                        .iter()
+                        .filter(|(parent, r)| {
+                            *parent != *name
+                                && **r != Reach::Visit
+                                && info.single_pk.get(*parent).is_some_and(|pk| pk == col)
                         })
-                    })
+                        .map(|(parent, _)| parent)
+                        .collect();
+                    let Some(parent) = choose_parent(name, &candidates) else {
+                        unresolved.extend(candidates.into_iter().cloned());
+                        return None;
+                    };
+                    let mut path = vec![Hop {
+                        column: col.clone(),
+                        parent: parent.clone(),
+                    }];
+                    if let Reach::Through { path: rest } = &reach[parent] {
+                        path.extend(rest.iter().cloned());
+                    }
+                    Some(path)
                 });
-            if let Some(path) = found {
-                added.push(((*name).clone(), Reach::Through { path }));
+            match found {
+                Some(path) => added.push(((*name).clone(), Reach::Through { path })),
+                None if !unresolved.is_empty() => {
+                    ambiguous.insert((*name).clone(), unresolved);
+                }
+                None => {}
             }
         }
         if added.is_empty() {
@@ -420,9 +437,22 @@ fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
         }
         reach.extend(added);
     }
+    for (name, parents) in ambiguous {
+        untouched.push(Untouched {
+            reason: format!(
+                "links to several log tables by the same key ({}) and its name extends none of \
+                 them, so which one holds its visit is unknown; erase its rows by hand",
+                parents.join(", ")
+            ),
+            name,
+        });
+    }
 
     for name in &names {
-        if !reach.contains_key(*name) && never_touched(name).is_none() {
+        if !reach.contains_key(*name)
+            && never_touched(name).is_none()
+            && !untouched.iter().any(|u| u.name == **name)
+        {
             untouched.push(Untouched {
                 name: (*name).clone(),
                 reason: "no idvisit column and no column that is the primary key of a log table \
@@ -432,6 +462,7 @@ fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
         }
     }
 
+    untouched.sort_by(|a, b| a.name.cmp(&b.name));
     let mut tables: Vec<LogTable> = reach
         .into_iter()
         .map(|(name, reach)| LogTable { name, reach })
@@ -443,6 +474,26 @@ fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
     };
     tables.sort_by(|a, b| rank(b).cmp(&rank(a)).then_with(|| a.name.cmp(&b.name)));
     (tables, untouched)
+}
+
+/// The parent a leaf links to when several log tables have the key column it links by: the one
+/// whose name the leaf's extends, the longest such (`log_hsr_event` → `log_hsr`, not a copy
+/// `log_backup_hsr`). A plugin names its child tables after the parent; a copy of a parent made
+/// by hand holds other rows under the same keys, and joining through it would delete rows of
+/// other visitors. No such name among several candidates: no parent.
+fn choose_parent<'a>(leaf: &str, candidates: &[&'a String]) -> Option<&'a String> {
+    match candidates {
+        [] => None,
+        [only] => Some(only),
+        _ => candidates
+            .iter()
+            .filter(|p| {
+                leaf.strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('_'))
+            })
+            .max_by_key(|p| p.len())
+            .copied(),
+    }
 }
 
 #[cfg(test)]
@@ -516,5 +567,41 @@ mod tests {
         );
         let un: Vec<&str> = untouched.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(un, ["log_action", "log_hsr_blob", "log_lonely"]);
+    }
+
+    #[test]
+    fn a_leaf_joins_the_parent_its_name_extends_and_refuses_to_guess_otherwise() {
+        let i = info(&[
+            ("log_visit", &["idvisit"], Some("idvisit")),
+            ("log_hsr", &["idloghsr", "idvisit"], Some("idloghsr")),
+            ("log_backup_hsr", &["idloghsr", "idvisit"], Some("idloghsr")),
+            (
+                "log_hsr_event",
+                &["idhsrevent", "idloghsr"],
+                Some("idhsrevent"),
+            ),
+            ("log_alpha", &["idthing", "idvisit"], Some("idthing")),
+            ("log_beta", &["idthing", "idvisit"], Some("idthing")),
+            ("log_gamma", &["idgamma", "idthing"], Some("idgamma")),
+        ]);
+        let (tables, untouched) = classify(&i);
+        let event = tables.iter().find(|t| t.name == "log_hsr_event").unwrap();
+        assert_eq!(
+            event.reach,
+            Reach::Through {
+                path: vec![Hop {
+                    column: "idloghsr".into(),
+                    parent: "log_hsr".into()
+                }]
+            }
+        );
+        assert!(tables.iter().all(|t| t.name != "log_gamma"));
+        let gamma = untouched.iter().find(|u| u.name == "log_gamma").unwrap();
+        assert!(
+            gamma.reason.contains("log_alpha, log_beta"),
+            "{}",
+            gamma.reason
+        );
+        assert_eq!(untouched.len(), 1);
     }
 }

@@ -1015,6 +1015,112 @@ fn a_column_that_only_shares_a_name_with_a_plugin_key_does_not_make_a_table_a_ch
     );
 }
 
+/// A copy of a plugin table (`log_backup_hsr`, made by a DBA before an upgrade) has the same
+/// primary key column as `log_hsr`. The leaf `log_hsr_event` must still be joined through
+/// `log_hsr`, the table its name extends: joined through the copy, it lost rows of other
+/// visitors and kept the subject's.
+#[test]
+fn a_copy_of_a_plugin_table_never_becomes_the_parent_of_its_leaves() {
+    let db = adv_schema("hsrcopy", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    d.visit(
+        5,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    d.visit(
+        6,
+        1,
+        Some("gus"),
+        "2024-01-10 11:00:00",
+        "2024-01-10 11:00:00",
+    );
+    db.sql(
+        "INSERT INTO m_log_hsr (idloghsr, idsite, idvisit, idhsrview, server_time) VALUES \
+         (1, 1, 5, 'aaaaaa', '2024-01-10 10:00:00'), (2, 1, 6, 'bbbbbb', '2024-01-10 11:00:00'); \
+         INSERT INTO m_log_hsr_event (idhsrevent, idloghsr) VALUES (10, 1), (20, 2), (21, 2); \
+         INSERT INTO m_log_hsr_site (idsitehsr, idloghsr) VALUES (1, 1), (1, 2); \
+         CREATE TABLE m_log_backup_hsr LIKE m_log_hsr; \
+         INSERT INTO m_log_backup_hsr (idloghsr, idsite, idvisit, idhsrview, server_time) VALUES \
+         (2, 1, 5, 'cccccc', '2023-01-01 00:00:00')",
+    );
+    let doc = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "fay",
+            "--execute",
+        ],
+        0,
+    );
+    assert_eq!(doc["visits"], 1);
+    assert_eq!(
+        db.sql("SELECT idhsrevent FROM m_log_hsr_event ORDER BY 1"),
+        "20\n21\n",
+        "gus's recording events must stay and fay's must go"
+    );
+    assert_eq!(
+        db.sql("SELECT idloghsr FROM m_log_hsr_site ORDER BY 1"),
+        "2\n"
+    );
+    assert_eq!(db.sql("SELECT idloghsr FROM m_log_hsr ORDER BY 1"), "2\n");
+    // The copy's own row names fay's visit by idvisit: it is fay's data and goes too.
+    assert_eq!(db.count("SELECT COUNT(*) FROM m_log_backup_hsr"), 0);
+}
+
+/// Two tables share the primary key column a leaf links by and neither name is a prefix of the
+/// leaf's: the tool cannot tell which one is the parent, so it leaves the leaf alone and says
+/// why instead of guessing.
+#[test]
+fn a_leaf_with_two_possible_parents_is_left_alone_and_named() {
+    let db = adv_schema("twoparents", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    d.visit(
+        5,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    db.sql(
+        "CREATE TABLE m_log_alpha (idthing INT PRIMARY KEY, idvisit BIGINT UNSIGNED NOT NULL); \
+         CREATE TABLE m_log_beta (idthing INT PRIMARY KEY, idvisit BIGINT UNSIGNED NOT NULL); \
+         CREATE TABLE m_log_gamma (idgamma INT PRIMARY KEY, idthing INT NOT NULL); \
+         INSERT INTO m_log_alpha VALUES (1, 5); INSERT INTO m_log_beta VALUES (2, 5); \
+         INSERT INTO m_log_gamma VALUES (100, 1), (200, 2), (300, 3)",
+    );
+    let doc = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "fay",
+            "--execute",
+        ],
+        0,
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM m_log_gamma"), 3);
+    let untouched = doc["untouched_tables"].as_array().expect("untouched list");
+    let gamma = untouched
+        .iter()
+        .find(|u| u["name"] == "log_gamma")
+        .unwrap_or_else(|| panic!("log_gamma is not listed as untouched: {untouched:?}"));
+    let reason = gamma["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("log_alpha") && reason.contains("log_beta"),
+        "{reason}"
+    );
+}
+
 /// The same person named twice (`bob` twice, or `bob` and `&#98;ob`, which Matomo stores
 /// alike) is listed among the "user ids without visits", although the plan erases bob's visit.
 #[test]
