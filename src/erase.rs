@@ -128,6 +128,8 @@ fn delete_sql(matomo: &Matomo, t: &LogTable, ids: &str) -> String {
 pub struct ChunkResult {
     pub chunk: u32,
     pub visits: u64,
+    /// Visits left alone because their user id or visitor id changed since they were selected.
+    pub changed: Vec<u64>,
     pub visits_per_site: BTreeMap<u32, u64>,
     pub rows: BTreeMap<String, u64>,
     pub site_days: BTreeSet<SiteDay>,
@@ -137,6 +139,23 @@ pub struct ChunkResult {
     pub archives_dropped: u64,
     pub retries: u32,
     pub elapsed: Duration,
+}
+
+/// A visit chosen for erasure, with its identity (user id and visitor id digest) when it was
+/// selected.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    pub idvisit: u64,
+    pub identity: String,
+}
+
+impl From<&VisitRow> for Selected {
+    fn from(v: &VisitRow) -> Selected {
+        Selected {
+            idvisit: v.idvisit,
+            identity: v.identity.clone(),
+        }
+    }
 }
 
 /// Session settings of the erasing connection.
@@ -201,12 +220,12 @@ pub struct Eraser<'m> {
 impl<'m> Eraser<'m> {
     /// Erases one chunk, retrying the whole transaction on deadlock, lock wait timeout or a lost
     /// connection. After a lost connection the journal tells whether the commit went through.
-    pub async fn erase_chunk(&mut self, idvisits: &[u64]) -> Result<ChunkResult, ChunkError> {
+    pub async fn erase_chunk(&mut self, visits: &[Selected]) -> Result<ChunkResult, ChunkError> {
         let chunk = self.next_chunk;
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
-            let outcome = self.try_chunk(chunk, idvisits).await;
+            let outcome = self.try_chunk(chunk, visits).await;
             let err = match outcome {
                 Ok(mut r) => {
                     r.retries = attempt;
@@ -276,6 +295,7 @@ impl<'m> Eraser<'m> {
                         return Ok(ChunkResult {
                             chunk,
                             visits: e.visits.into(),
+                            changed: Vec::new(),
                             visits_per_site: BTreeMap::new(),
                             rows: e.rows,
                             site_days: e.site_days.into_iter().collect(),
@@ -307,9 +327,14 @@ impl<'m> Eraser<'m> {
         Ok(())
     }
 
-    async fn try_chunk(&mut self, chunk: u32, idvisits: &[u64]) -> anyhow::Result<ChunkResult> {
+    async fn try_chunk(
+        &mut self,
+        chunk: u32,
+        selected: &[Selected],
+    ) -> anyhow::Result<ChunkResult> {
         let matomo = self.matomo;
-        let ids = int_list(idvisits);
+        let idvisits: Vec<u64> = selected.iter().map(|v| v.idvisit).collect();
+        let ids = int_list(&idvisits);
         let mut tx = self.conn.begin().await?;
 
         let rows = sqlx::query(&format!(
@@ -318,11 +343,28 @@ impl<'m> Eraser<'m> {
         ))
         .fetch_all(&mut *tx)
         .await?;
-        let visits: Vec<VisitRow> = rows.iter().map(visit_row).collect::<Result<_, _>>()?;
+        let locked: Vec<VisitRow> = rows.iter().map(visit_row).collect::<Result<_, _>>()?;
+        let expected: BTreeMap<u64, &str> = selected
+            .iter()
+            .map(|v| (v.idvisit, v.identity.as_str()))
+            .collect();
+        let (visits, changed): (Vec<VisitRow>, Vec<VisitRow>) = locked
+            .into_iter()
+            .partition(|v| expected.get(&v.idvisit) == Some(&v.identity.as_str()));
+        let changed: Vec<u64> = changed.into_iter().map(|v| v.idvisit).collect();
+        if !changed.is_empty() {
+            tracing::warn!(
+                chunk,
+                visits = changed.len(),
+                "visits whose user id or visitor id changed since they were selected are left \
+                 alone"
+            );
+        }
         if visits.is_empty() {
             tx.rollback().await?;
             return Ok(ChunkResult {
                 chunk,
+                changed,
                 ..ChunkResult::default()
             });
         }
@@ -383,6 +425,7 @@ impl<'m> Eraser<'m> {
         Ok(ChunkResult {
             chunk,
             visits: present.len() as u64,
+            changed,
             visits_per_site,
             rows: per_table,
             site_days,

@@ -3,7 +3,7 @@
 
 use crate::cli::{Cli, Command, EraseArgs, SelectArgs};
 use crate::connect::{self, Target};
-use crate::erase::{self, ChunkError, Eraser};
+use crate::erase::{self, ChunkError, Eraser, Selected};
 use crate::error::Failure;
 use crate::inspect::{self, Matomo, Untouched};
 use crate::invalidate::{self, SiteDay};
@@ -288,6 +288,9 @@ struct EraseReport {
     lookup: LookupDecision,
     subjects: SubjectSummary,
     visits: u64,
+    /// Selected visits left alone because their user id or visitor id changed before their
+    /// chunk locked them; a re-run selects them anew.
+    visits_changed: u64,
     visits_per_site: BTreeMap<u32, u64>,
     rows: BTreeMap<String, u64>,
     rows_total: u64,
@@ -364,6 +367,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         lookup: decision.clone(),
         subjects: SubjectSummary::default(),
         visits: 0,
+        visits_changed: 0,
         visits_per_site: BTreeMap::new(),
         rows: matomo
             .log_tables
@@ -490,7 +494,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     };
 
     let mut chunk_size = args.chunk_size.min(args.max_chunk_size) as usize;
-    let mut buffer: VecDeque<u64> = VecDeque::new();
+    let mut buffer: VecDeque<Selected> = VecDeque::new();
 
     // Any error once chunks are committed ends the run as 'stopped part-way' with its receipt,
     // never as bad input: the database did change, and re-running finishes it.
@@ -504,7 +508,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
             let batch = finder.next_batch(&mut conn).await?;
             let done = batch.is_none();
             if let Some(b) = batch {
-                buffer.extend(b.iter().map(|v| v.idvisit));
+                buffer.extend(b.iter().map(Selected::from));
             }
             while buffer.len() >= chunk_size || (done && !buffer.is_empty()) {
                 let verdict = loop {
@@ -522,7 +526,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                     break 'outer;
                 }
                 let take = chunk_size.min(gate.throttle.chunk_cap()).min(buffer.len());
-                let ids: Vec<u64> = buffer.drain(..take).collect();
+                let ids: Vec<Selected> = buffer.drain(..take).collect();
                 let r = match eraser.erase_chunk(&ids).await {
                     Ok(r) => r,
                     Err(ChunkError::GaveUp(why)) => {
@@ -536,7 +540,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                                 "visit {} alone is over a Galera writeset limit ({}); raise \
                                  that limit for the erase (SET GLOBAL wsrep_max_ws_rows = 0 \
                                  lifts the row limit) and run the same command again",
-                                ids[0],
+                                ids[0].idvisit,
                                 gate.throttle.writeset_limits()
                             ));
                             break 'outer;
@@ -572,6 +576,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                 );
                 report.chunks += u32::from(r.visits > 0);
                 report.visits += r.visits;
+                report.visits_changed += r.changed.len() as u64;
                 for (site, n) in &r.visits_per_site {
                     *report.visits_per_site.entry(*site).or_default() += n;
                 }
@@ -616,6 +621,14 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     report.rows_total = report.rows.values().sum();
     report.subjects = summarize_subjects(&subjects, &finder);
     report.near_matches = near_summary(&decision, &args.select, &finder);
+    if stopped.is_none() && report.visits_changed > 0 {
+        stopped = Some(format!(
+            "{} selected visits changed their user id or visitor id before their chunk locked \
+             them (the tracker re-attributed them) and were left alone; a re-run selects them \
+             anew",
+            report.visits_changed
+        ));
+    }
     report.stopped = stopped.clone();
     report.invalidation_notes = eraser.notes.clone();
 
@@ -849,6 +862,13 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
             format!(" ({})", per_site.join(", "))
         }
     );
+    if r.visits_changed > 0 {
+        let _ = writeln!(
+            t,
+            "  {} more left alone: their user id or visitor id changed after selection",
+            r.visits_changed
+        );
+    }
     let _ = writeln!(t, "rows     {} in all", r.rows_total);
     for (table, n) in &r.rows {
         let _ = writeln!(t, "  {table:<28} {n}");

@@ -30,9 +30,17 @@ const SCAN_BATCH: usize = 2000;
 const SCAN_RANGE: u64 = 100_000;
 /// A zero date (`0000-00-00`) cannot be a time; it is read as NULL so one broken row does not
 /// stop the erasure of a person.
+///
+/// The last column is the visit's identity: a digest of its user id and visitor id as stored.
+/// A chunk reads it again under its row locks and leaves a visit whose identity changed since
+/// it was selected (the tracker re-attributed it, e.g. someone else logged in during the visit):
+/// it may no longer be the subject's.
 pub const VISIT_COLUMNS: &str = "idvisit, idsite, \
     IF(YEAR(visit_first_action_time) = 0, NULL, visit_first_action_time), \
-    IF(YEAR(visit_last_action_time) = 0, NULL, visit_last_action_time)";
+    IF(YEAR(visit_last_action_time) = 0, NULL, visit_last_action_time), \
+    CAST(MD5(CONCAT(IFNULL(HEX(user_id), '-'), ':', HEX(idvisitor))) AS CHAR)";
+/// The index of the first column a query selects after VISIT_COLUMNS.
+const AFTER_VISIT: usize = 5;
 /// Visits sampled by `--lookup auto`.
 const AUTO_SAMPLE: u32 = 2000;
 
@@ -42,6 +50,9 @@ pub struct VisitRow {
     pub idsite: u32,
     pub first_action: Option<NaiveDateTime>,
     pub last_action: Option<NaiveDateTime>,
+    /// Digest of the stored user id and visitor id when the visit was read.
+    #[serde(skip)]
+    pub identity: String,
 }
 
 /// A visit whose user id equals a subject's only under the collation.
@@ -636,8 +647,8 @@ impl<'m> Finder<'m> {
                 let visit = visit_row(&r)?;
                 let extra = with_user_id
                     .map(|_| -> anyhow::Result<_> {
-                        let idv: Vec<u8> = r.try_get(4)?;
-                        let uid: Option<Vec<u8>> = r.try_get(5)?;
+                        let idv: Vec<u8> = r.try_get(AFTER_VISIT)?;
+                        let uid: Option<Vec<u8>> = r.try_get(AFTER_VISIT + 1)?;
                         let mut a = [0u8; 8];
                         if idv.len() == 8 {
                             a.copy_from_slice(&idv);
@@ -717,11 +728,11 @@ impl<'m> Finder<'m> {
             let mut near = Vec::new();
             for r in &rows {
                 let visit = visit_row(r)?;
-                let uid: Option<Vec<u8>> = r.try_get(4)?;
+                let uid: Option<Vec<u8>> = r.try_get(AFTER_VISIT)?;
                 let uid = uid
                     .and_then(|u| String::from_utf8(u).ok())
                     .unwrap_or_default();
-                let idvisitor: Vec<u8> = r.try_get(5)?;
+                let idvisitor: Vec<u8> = r.try_get(AFTER_VISIT + 1)?;
                 let mut hit = false;
                 let mut cut_clash = false;
                 for (i, need) in pass.by_stored.get(&uid).into_iter().flatten() {
@@ -800,5 +811,6 @@ pub fn visit_row(r: &sqlx::mysql::MySqlRow) -> Result<VisitRow, sqlx::Error> {
         idsite: r.try_get(1)?,
         first_action: r.try_get(2)?,
         last_action: r.try_get(3)?,
+        identity: r.try_get(4)?,
     })
 }

@@ -763,6 +763,78 @@ fn two_concurrent_runs_of_the_same_erase_never_fail_with_an_internal_error() {
     }
 }
 
+/// Someone else logs in during a visit that was selected as the subject's, before its chunk
+/// locks it: the tracker now stores the other person's user id on it. The chunk reads the visit
+/// again under its lock and leaves it alone; the run says so and stops part-way (exit 4), and a
+/// re-run, which selects anew, does not take it either.
+#[test]
+fn a_visit_re_attributed_after_selection_is_left_alone() {
+    let db = adv_schema("reattr", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    d.visit(
+        5,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    d.visit(
+        6,
+        1,
+        Some("fay"),
+        "2024-01-11 10:00:00",
+        "2024-01-11 10:00:00",
+    );
+    d.action(5, "2024-01-10 10:00:00");
+    d.action(6, "2024-01-11 10:00:00");
+    let url = db.url();
+    let cmd = [
+        "erase",
+        "--database-url",
+        &url,
+        "--json",
+        "--user-id",
+        "fay",
+        "--chunk-size",
+        "1",
+        "--max-chunk-size",
+        "1",
+        "--sleep",
+        "3s",
+        "--execute",
+    ];
+    let child = spawn(&cmd);
+    common::servers::wait_for(
+        "the first chunk",
+        std::time::Duration::from_secs(20),
+        || db.count("SELECT COUNT(*) FROM m_log_visit") == 1,
+    );
+    // The tracker's update when gus logs in: his user id and the visitor id derived from it.
+    db.sql(
+        "UPDATE m_log_visit SET user_id = 'gus', idvisitor = UNHEX(LEFT(SHA1('gus'), 16)) \
+         WHERE user_id = 'fay'",
+    );
+    let out = finish(child, std::time::Duration::from_secs(30));
+    let doc = json(&out, 4);
+    assert_eq!(doc["visits"], 1);
+    assert_eq!(doc["visits_changed"], 1);
+    assert!(
+        doc["stopped"].as_str().unwrap().contains("changed"),
+        "{doc}"
+    );
+    assert_eq!(db.sql("SELECT user_id FROM m_log_visit"), "gus\n");
+    assert_eq!(db.count("SELECT COUNT(*) FROM m_log_link_visit_action"), 1);
+
+    let again = run_json(&cmd, 0);
+    assert_eq!(again["visits"], 0);
+    assert_eq!(again["visits_changed"], 0);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM m_log_visit WHERE user_id = 'gus'"),
+        1
+    );
+}
+
 /// A row of an erased visit that appears after its chunk committed (the tracker inserting an
 /// action for a visit it has just created, as Matomo does in autocommit) makes verify fail,
 /// and nothing removes it: re-running the same command finds no visit and changes nothing, and
