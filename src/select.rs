@@ -41,8 +41,17 @@ pub const VISIT_COLUMNS: &str = "idvisit, idsite, \
     CAST(MD5(CONCAT(IFNULL(HEX(user_id), '-'), ':', HEX(idvisitor))) AS CHAR)";
 /// The index of the first column a query selects after VISIT_COLUMNS.
 const AFTER_VISIT: usize = 5;
-/// Visits sampled by `--lookup auto`.
+/// Visits sampled by `--lookup auto`: the newest and the oldest, and slices between them.
 const AUTO_SAMPLE: u32 = 2000;
+const AUTO_SLICES: u32 = 64;
+const AUTO_SLICE_VISITS: u32 = 64;
+
+fn sample_words() -> String {
+    format!(
+        "newest and oldest {AUTO_SAMPLE} visits and {AUTO_SLICES} slices of {AUTO_SLICE_VISITS} \
+         visits between"
+    )
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct VisitRow {
@@ -270,35 +279,57 @@ pub async fn decide_lookup(
             });
         }
     }
-    // The newest and the oldest visits: an install upgraded from a version (or a config) that
-    // did not link the ids shows it at the old end. A user id of 200 characters may have been
-    // cut, and the visitor id comes from the uncut id, so such rows cannot be checked here.
-    // UNION keeps a visit once where the two ends meet (fewer than twice the sample visits).
-    let sample = |order: &str| {
+    // The newest and the oldest visits, and slices spread evenly over the idvisit range
+    // between them. An install upgraded from a version (or a config) that did not link the ids
+    // shows it at the old end; one that went through Matomo 3.13 or 3.14 and on to 4 shows it
+    // as a band in the middle. A user id of 200 characters may have been cut, and the visitor
+    // id comes from the uncut id, so such rows cannot be checked here. UNION keeps a visit once
+    // where the samples meet.
+    // Limitation: a band of unlinked visits narrower than the gap between two slices (1/65 of
+    // the idvisit range) can fall between them; `--lookup scan` is exact.
+    let log_visit = matomo.table("log_visit");
+    let range = sqlx::query(&format!(
+        "SELECT CAST(COALESCE(MIN(idvisit), 0) AS UNSIGNED), \
+         CAST(COALESCE(MAX(idvisit), 0) AS UNSIGNED) FROM {log_visit}"
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    let (min, max): (u64, u64) = (range.try_get(0)?, range.try_get(1)?);
+    let mut samples = vec![
         format!(
-            "(SELECT idvisit, idvisitor, user_id FROM {} ORDER BY idvisit {order} \
-             LIMIT {AUTO_SAMPLE})",
-            matomo.table("log_visit")
-        )
-    };
+            "(SELECT idvisit, idvisitor, user_id FROM {log_visit} ORDER BY idvisit DESC \
+             LIMIT {AUTO_SAMPLE})"
+        ),
+        format!(
+            "(SELECT idvisit, idvisitor, user_id FROM {log_visit} ORDER BY idvisit \
+             LIMIT {AUTO_SAMPLE})"
+        ),
+    ];
+    let span = u128::from(max - min);
+    for k in 1..=AUTO_SLICES {
+        let from = min + (span * u128::from(k) / u128::from(AUTO_SLICES + 1)) as u64;
+        samples.push(format!(
+            "(SELECT idvisit, idvisitor, user_id FROM {log_visit} WHERE idvisit >= {from} \
+             ORDER BY idvisit LIMIT {AUTO_SLICE_VISITS})"
+        ));
+    }
     let sql = format!(
         "SELECT COUNT(*), CAST(COALESCE(SUM(idvisitor = UNHEX(LEFT(SHA1(user_id), 16))), 0) \
-         AS UNSIGNED) FROM ({} UNION {}) s \
+         AS UNSIGNED) FROM ({}) s \
          WHERE user_id IS NOT NULL AND CHAR_LENGTH(user_id) < 200",
-        sample("DESC"),
-        sample("ASC")
+        samples.join(" UNION ")
     );
     let row = sqlx::query(&sql).fetch_one(&mut *conn).await?;
     let with_uid: i64 = row.try_get(0)?;
     let linked: u64 = row.try_get(1)?;
-    let sampled = 2 * AUTO_SAMPLE;
     Ok(if with_uid == 0 {
         LookupDecision {
             mode: "index",
             reason: format!(
-                "none of the newest and oldest {sampled} visits has a user id to measure; \
+                "none of the {} has a user id to measure; \
                  Matomo 4+ derives idvisitor from the user id by default (use --lookup scan if \
-                 this install turned that off)"
+                 this install turned that off)",
+                sample_words()
             ),
         }
     } else if linked as i64 == with_uid {
@@ -306,7 +337,8 @@ pub async fn decide_lookup(
             mode: "index",
             reason: format!(
                 "idvisitor is derived from the user id in all {with_uid} sampled visits with a \
-                 user id (newest and oldest {AUTO_SAMPLE} visits)"
+                 user id ({})",
+                sample_words()
             ),
         }
     } else {

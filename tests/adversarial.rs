@@ -214,6 +214,43 @@ fn a_visit_whose_idvisitor_is_not_derived_from_its_user_id_is_still_found_and_er
     );
 }
 
+/// An install tracked under Matomo 3.12 (ids linked), then 3.13 and 3.14 (idvisitor not derived
+/// from the user id), then Matomo 4 (linked again): the unlinked visits sit in the middle of
+/// `log_visit`, where a sample of only the newest and oldest visits never looks. The default
+/// lookup must notice them and scan, so their subjects' visits are found.
+#[test]
+fn unlinked_visits_in_the_middle_of_the_history_make_the_default_lookup_scan() {
+    let db = adv_schema("midband", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    db.sql(
+        "INSERT INTO m_log_visit (idvisit, idsite, idvisitor, visit_last_action_time, config_id, \
+         location_ip, user_id, visit_first_action_time, visit_total_time) \
+         SELECT seq, 1, UNHEX(LEFT(SHA1(IF(seq BETWEEN 4000 AND 4600, CONCAT('device', seq), \
+         CONCAT('u', seq))), 16)), '2024-01-10 10:00:00', X'0102030405060708', X'7F000001', \
+         CONCAT('u', seq), '2024-01-10 09:50:00', 0 FROM mysql.seq_1_to_9000",
+    );
+    let doc = run_json(
+        &[
+            "find",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "u4300",
+        ],
+        0,
+    );
+    assert_eq!(doc["lookup"]["mode"], "scan", "{}", doc["lookup"]);
+    let visits: Vec<u64> = doc["visits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["idvisit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(visits, [4300]);
+}
+
 /// Matomo's "anonymize previously tracked raw data" rewrites user_id to sha1(user_id . salt)
 /// but keeps idvisitor (reference 1.10): the visit is still personal data. The index lookup only
 /// accepts the pseudonym under the pseudonym's own idvisitor, so such visits are never found
