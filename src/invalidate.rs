@@ -171,7 +171,10 @@ pub fn option_name(day: &SiteDay) -> String {
     )
 }
 
-/// Queues the site-days that are not queued yet. Returns how many rows were inserted.
+/// Queues the site-days, each under the tool's own option name even when Matomo queued the day
+/// already: Matomo's row may be taken up by an archiver while this chunk is still open, and
+/// re-archived from rows that still hold the subject. Returns how many rows were inserted (a
+/// retried chunk or a re-run finds its rows there and inserts none).
 pub async fn queue(
     conn: &mut MySqlConnection,
     matomo: &Matomo,
@@ -180,21 +183,7 @@ pub async fn queue(
     if days.is_empty() {
         return Ok(0);
     }
-    let sites: Vec<u32> = days
-        .iter()
-        .map(|d| d.idsite)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let existing = queued(conn, matomo, &sites).await?;
-    let missing: Vec<String> = days
-        .iter()
-        .filter(|d| !existing.contains(d))
-        .map(option_name)
-        .collect();
-    if missing.is_empty() {
-        return Ok(0);
-    }
+    let missing: Vec<String> = days.iter().map(option_name).collect();
     let values = vec!["(?, '1', 0)"; missing.len()].join(", ");
     let sql = format!(
         "INSERT IGNORE INTO {} (option_name, option_value, autoload) VALUES {values}",

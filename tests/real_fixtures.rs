@@ -324,8 +324,11 @@ fn escaped_user_id_in_omnifixture_is_erased_when_given_unescaped() {
     assert_eq!(again["visits"], 0);
 }
 
+/// Matomo's archiver may take up a row it queued itself while the chunk is still open, and
+/// re-archive from data that still holds the subject's visits; a row of the tool's own, written
+/// in the chunk, is only seen once the visits are gone. Matomo's row is left as it is.
 #[test]
-fn omnifixture_existing_invalidation_rows_are_not_duplicated() {
+fn a_site_day_matomo_already_queued_gets_a_row_of_the_tools_own_too() {
     let db = ScratchDb::with_fixture("omniinv", OMNI);
     // A site-day that Matomo already queued in the fixture.
     let existing = db.scalar(
@@ -366,9 +369,19 @@ fn omnifixture_existing_invalidation_rows_are_not_duplicated() {
     let queued_for_day = db.count(&format!(
         "SELECT COUNT(*) FROM `option` WHERE option_name LIKE '%report\\_to\\_invalidate\\_{site}\\_{date}%'"
     ));
+    assert_eq!(queued_for_day, 2, "Matomo's row and the tool's");
     assert_eq!(
-        queued_for_day, 1,
-        "the existing row is reused, not duplicated"
+        db.count(&format!(
+            "SELECT COUNT(*) FROM `option` WHERE option_name = \
+             'mErs_report_to_invalidate_{site}_{date}_matomoerase'"
+        )),
+        1
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM `option` WHERE option_name = '{existing}'"
+        )),
+        1
     );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM `option`") - before,
