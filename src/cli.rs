@@ -27,15 +27,15 @@ pub struct Cli {
     pub conn: ConnArgs,
 
     /// Print one JSON document on stdout instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     pub json: bool,
 
     /// More log output on stderr (-v: info, -vv: debug with SQL).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Output")]
     pub verbose: u8,
 
     /// No progress bar and only warnings on stderr.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Output")]
     pub quiet: bool,
 
     #[command(subcommand)]
@@ -43,6 +43,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Connection")]
 pub struct ConnArgs {
     /// mysql://USER:PASS@HOST:PORT/DB; ?socket=/path for a unix socket, ?ssl-mode=REQUIRED
     /// for TLS. Without it and without --matomo-config, the DATABASE_URL variable is used.
@@ -93,6 +94,7 @@ pub enum MatchMode {
 }
 
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Subjects and selection")]
 pub struct SelectArgs {
     /// A user id as the application sent it to Matomo (repeatable).
     #[arg(long = "user-id", value_name = "ID")]
@@ -142,30 +144,36 @@ pub struct EraseArgs {
     pub select: SelectArgs,
 
     /// Erase. Without it the plan is printed and nothing is written.
-    #[arg(long)]
+    #[arg(long, help_heading = "Erasing")]
     pub execute: bool,
 
     /// Visits in the first chunk, capped by --max-chunk-size; later chunks adapt to
     /// --chunk-time.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        help_heading = "Erasing"
+    )]
     pub chunk_size: u32,
 
     /// Largest chunk, in visits, the first one included.
     #[arg(
         long,
         default_value_t = 10_000,
-        value_parser = clap::value_parser!(u32).range(1..=100_000)
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        help_heading = "Erasing"
     )]
     pub max_chunk_size: u32,
 
     /// Time target of one chunk transaction (e.g. 0.5s, 500ms); 0 keeps --chunk-size fixed.
-    #[arg(long, default_value = "0.5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "0.5s", value_parser = parse_duration, help_heading = "Erasing")]
     pub chunk_time: Duration,
 
     /// Never delete archive rows. Without it, the archives of a day, week, month or year of a
     /// site that the erase leaves without any visit are deleted in the chunk, since Matomo's
     /// archiver skips such a period and keeps showing its old report.
-    #[arg(long)]
+    #[arg(long, help_heading = "Erasing")]
     pub keep_archives: bool,
 
     #[command(flatten)]
@@ -173,6 +181,7 @@ pub struct EraseArgs {
 }
 
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Throttling and faults")]
 pub struct ThrottleArgs {
     /// A replica to watch for lag: a database URL (repeatable). Without it, replicas that the
     /// primary lists in SHOW REPLICA HOSTS are tried with the primary's credentials.
