@@ -439,3 +439,82 @@ fn json_errors_of_the_command_line_are_one_json_document() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("Usage"));
 }
+
+/// Drops a MariaDB user made for one test when the test ends, failed or not.
+struct DropUser(String);
+
+impl Drop for DropUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("mariadb")
+            .args(["-h", HOST, "-P", PORT, "-uroot", "-e"])
+            .arg(format!("DROP USER IF EXISTS '{}'@'127.0.0.1'", self.0))
+            .output();
+    }
+}
+
+#[test]
+fn matomo_config_password_with_quotes_and_backslashes_is_decoded_as_php_does() {
+    let db = ScratchDb::with_schema("cfgpw", "matomo_");
+    let user = format!("me_pw_{}", std::process::id());
+    let _drop = DropUser(user.clone());
+    // The password as the server knows it: a double quote, a single quote, a backslash before
+    // a letter, two backslashes in a row, a dollar and a semicolon.
+    let password = r#"q"u'o\te\\d$;1"#;
+    let sql_password = password.replace('\\', "\\\\").replace('\'', "\\'");
+    mariadb(
+        None,
+        &format!(
+            "DROP USER IF EXISTS '{user}'@'127.0.0.1'; \
+             CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{sql_password}'; \
+             GRANT SELECT ON `{}`.* TO '{user}'@'127.0.0.1'",
+            db.name
+        ),
+    );
+    let dir = std::env::temp_dir().join(format!("me_cfgpw_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.ini.php");
+    // How the password may stand in the file, each read by PHP as `password` above: Matomo's
+    // writer escapes `"` and `\`; an older writer escaped `"` only, and PHP keeps a backslash
+    // before any character but `"`, `\` and `$`; a comment may follow the closing quote.
+    let forms = [
+        r#""q\"u'o\\te\\\\d$;1""#,
+        r#""q\"u'o\te\\\\d\$;1""#,
+        r#""q\"u'o\\te\\\\d$;1" ; written by hand"#,
+    ];
+    for form in forms {
+        std::fs::write(
+            &cfg,
+            format!(
+                "; <?php exit; ?> DO NOT REMOVE THIS LINE\n[database]\nhost = \"127.0.0.1\"\n\
+                 port = 3306\nusername = \"{user}\"\npassword = {form}\ndbname = \"{}\"\n\
+                 tables_prefix = \"matomo_\"\n",
+                db.name
+            ),
+        )
+        .unwrap();
+        let o = run(&["inspect", "--matomo-config", cfg.to_str().unwrap()]);
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert_eq!(o.status.code(), Some(0), "form {form}: {err}");
+        assert!(out.contains(&format!("connection   {user}@127.0.0.1:3306/{}", db.name)));
+        assert!(!out.contains("q\"u") && !err.contains("q\"u"), "{out}{err}");
+    }
+
+    // `${...}` inside double quotes is replaced by PHP with a variable of its own process,
+    // which matomo-erase cannot know: refused, naming the field and not the value.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nhost = \"127.0.0.1\"\nusername = \"{user}\"\n\
+             password = \"pw${{HOME}}x\"\ndbname = \"{}\"\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    let err = assert_fails(
+        &["inspect", "--matomo-config", cfg.to_str().unwrap()],
+        2,
+        &["[database] password", "${", "--database-url"],
+    );
+    assert!(!err.contains("pw$"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
