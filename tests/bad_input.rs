@@ -518,3 +518,74 @@ fn matomo_config_password_with_quotes_and_backslashes_is_decoded_as_php_does() {
     assert!(!err.contains("pw$"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn refused_command_lines_never_repeat_what_was_typed() {
+    let id = "bob.peer@example.org";
+    // Without --json: clap's advice stays, the value is not shown.
+    let o = run(&["erase", "--user-id", "alice", id]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(
+        err.lines().next(),
+        Some("error: unexpected argument '…' found"),
+        "{err}"
+    );
+    assert!(err.contains("no positional arguments"), "{err}");
+    assert!(err.contains("Usage: matomo-erase erase [OPTIONS]"), "{err}");
+    assert!(!err.contains("bob") && stdout(&o).is_empty(), "{err}");
+
+    // With --json: the same message as the one JSON document.
+    for (args, message) in [
+        (
+            vec!["--json", "erase", "--user-id", "alice", id],
+            "unexpected argument '…' found",
+        ),
+        (vec!["--json", id], "unrecognized subcommand '…'"),
+        (
+            vec!["--json", "find", "--site", id],
+            "invalid value '…' for '--site <IDSITE>': not a whole number from 1 to 4294967295",
+        ),
+        (
+            vec!["--json", "find", "--site", "99999999999999"],
+            "invalid value '…' for '--site <IDSITE>': not a whole number from 1 to 4294967295",
+        ),
+        (
+            vec!["--json", "find", "--lookup", id],
+            "invalid value '…' for '--lookup <LOOKUP>'",
+        ),
+        (
+            vec![
+                "--json",
+                "erase",
+                "--user-id",
+                "a",
+                &format!("--execute={id}"),
+            ],
+            "unexpected value '…' for '--execute' found; no more were expected",
+        ),
+        (
+            vec!["--json", "erase", "--user-id", "a", "--max-load", id],
+            "invalid value '…' for '--max-load <VAR=N>': not VAR=N, e.g. Threads_running=25",
+        ),
+        (
+            vec!["--json", "find", "--user-id", "a", &format!("--{id}")],
+            "unexpected argument '…' found",
+        ),
+        // An option name is no one's identifier: it is shown.
+        (
+            vec!["--json", "find", "--user-id", "a", "--chunk-size", "5"],
+            "unexpected argument '--chunk-size' found",
+        ),
+    ] {
+        let o = run(&args);
+        let doc = json(&o, 2);
+        assert_eq!(doc["error"], message, "{args:?}");
+        assert_eq!(doc["exit_code"], 2);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            !all.contains("bob") && !all.contains("99999999999999"),
+            "{all}"
+        );
+    }
+}
