@@ -452,6 +452,18 @@ impl Drop for DropUser {
     }
 }
 
+/// Drops a MariaDB role made for one test when the test ends.
+struct DropRole(String);
+
+impl Drop for DropRole {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("mariadb")
+            .args(["-h", HOST, "-P", PORT, "-uroot", "-e"])
+            .arg(format!("DROP ROLE IF EXISTS {}", self.0))
+            .output();
+    }
+}
+
 #[test]
 fn matomo_config_password_with_quotes_and_backslashes_is_decoded_as_php_does() {
     let db = ScratchDb::with_schema("cfgpw", "matomo_");
@@ -588,4 +600,112 @@ fn refused_command_lines_never_repeat_what_was_typed() {
             "{all}"
         );
     }
+}
+
+#[test]
+fn grants_on_single_tables_warn_that_the_others_are_invisible_and_name_the_grant() {
+    let db = ScratchDb::with_schema("tgrant", "matomo_");
+    let d = Data::new(&db, "matomo_");
+    d.site(1, "UTC");
+    d.visit(
+        1,
+        1,
+        Some("ann"),
+        "2024-01-01 10:00:00",
+        "2024-01-01 10:00:00",
+    );
+    let user = format!("me_tg_{}", std::process::id());
+    let _drop = DropUser(user.clone());
+    let on = |t: &str| {
+        format!(
+            "GRANT SELECT, DELETE ON `{}`.`matomo_{t}` TO '{user}'@'127.0.0.1'",
+            db.name
+        )
+    };
+    mariadb(
+        None,
+        &format!(
+            "DROP USER IF EXISTS '{user}'@'127.0.0.1'; \
+             CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw{user}'; {}; {}; {}; {}",
+            on("log_visit"),
+            on("log_link_visit_action"),
+            on("option"),
+            on("site")
+        ),
+    );
+    let url = format!("mysql://{user}:pw{user}@127.0.0.1:3306/{}", db.name);
+    let warning = format!(
+        "the user '{user}'@'127.0.0.1' has SELECT on single tables of {0} only: the server hides \
+         every other table from it, so a log table it was not granted (a plugin's, say) is never \
+         erased although it may hold visitor data; give GRANT SELECT, DELETE ON `{0}`.* TO \
+         '{user}'@'127.0.0.1'",
+        db.name
+    );
+
+    let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
+    assert_eq!(doc["warnings"], serde_json::json!([warning]));
+    let o = run(&["inspect", "--database-url", &url]);
+    assert!(
+        stdout(&o).contains(&format!("warning: {warning}\n")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains(&warning), "{}", stderr(&o));
+    let plan = run(&[
+        "erase",
+        "--database-url",
+        &url,
+        "--user-id",
+        "ann",
+        "--json",
+    ]);
+    let plan = json(&plan, 0);
+    assert_eq!(plan["warnings"], serde_json::json!([warning]));
+    assert_eq!(plan["visits"], 1);
+    let found = run_json(
+        &["find", "--database-url", &url, "--user-id", "ann", "--json"],
+        0,
+    );
+    assert_eq!(found["warnings"], serde_json::json!([warning]));
+    assert!(
+        !stdout(&o).contains(&format!("pw{user}")) && !stderr(&o).contains(&format!("pw{user}"))
+    );
+
+    // SELECT on the whole database, here through a wildcard database name, sees every table.
+    let pattern = db.name.split('_').take(3).collect::<Vec<_>>().join("\\_") + "\\_%";
+    mariadb(
+        None,
+        &format!("GRANT SELECT ON `{pattern}`.* TO '{user}'@'127.0.0.1'"),
+    );
+    let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
+    assert_eq!(
+        doc["warnings"],
+        serde_json::json!([]),
+        "grant on `{pattern}`.*"
+    );
+
+    // So does a role that has it, once active (here as the user's default role).
+    let role = format!("me_tgr_{}", std::process::id());
+    let _drop_role = DropRole(role.clone());
+    mariadb(
+        None,
+        &format!(
+            "REVOKE SELECT ON `{pattern}`.* FROM '{user}'@'127.0.0.1'; DROP ROLE IF EXISTS \
+             {role}; CREATE ROLE {role}; GRANT SELECT ON `{}`.* TO {role}; \
+             GRANT {role} TO '{user}'@'127.0.0.1'",
+            db.name
+        ),
+    );
+    let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
+    assert_eq!(
+        doc["warnings"],
+        serde_json::json!([warning]),
+        "role not active"
+    );
+    mariadb(
+        None,
+        &format!("SET DEFAULT ROLE {role} FOR '{user}'@'127.0.0.1'"),
+    );
+    let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
+    assert_eq!(doc["warnings"], serde_json::json!([]), "default role");
 }
