@@ -571,9 +571,41 @@ async fn read_log_tables(
              Matomo database"
         )));
     }
+    let visit_columns = &info.columns["log_visit"];
+    if let Some((column, since)) = VISIT_COLUMNS_READ
+        .iter()
+        .find(|(column, _)| !visit_columns.contains(*column))
+    {
+        let why = match since {
+            None => "every Piwik and Matomo version has it; is this Matomo's log_visit? check \
+                     --prefix"
+                .to_owned(),
+            Some(version) => format!(
+                "Piwik added it in {version}, and older versions are not supported; update \
+                 Matomo first (its updater adds the column)"
+            ),
+        };
+        return Err(usage(format!(
+            "table {prefix}log_visit has no column {column} (or this user may not read it): {why}"
+        )));
+    }
     let (tables, untouched) = classify(&info);
     Ok((tables, untouched, user_id_charset))
 }
+
+/// The columns of `log_visit` that matomo-erase reads, with the Piwik version that added each
+/// (None: every version has it), the oldest first, so that the first one missing tells how old
+/// the schema is. Without them every lookup would fail on an SQL error.
+const VISIT_COLUMNS_READ: [(&str, Option<&str>); 6] = [
+    ("idvisit", None),
+    ("idsite", None),
+    ("visit_first_action_time", None),
+    ("visit_last_action_time", None),
+    // Piwik 1.2 (core/Updates/1.2-rc1.php) replaced visitor_idcookie with it.
+    ("idvisitor", Some("1.2")),
+    // The User ID feature of Piwik 2.7.0 (2014) added it as a visit dimension.
+    ("user_id", Some("2.7.0 (with the User ID feature)")),
+];
 
 /// Decides how each log table reaches a visit and the order of deletion.
 fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {

@@ -709,3 +709,50 @@ fn grants_on_single_tables_warn_that_the_others_are_invisible_and_name_the_grant
     let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
     assert_eq!(doc["warnings"], serde_json::json!([]), "default role");
 }
+
+#[test]
+fn a_log_visit_without_a_column_the_tool_reads_is_refused_naming_it() {
+    let db = ScratchDb::with_schema("nouid", "matomo_");
+    let url = db.url();
+    // A Piwik before 2.7.0 has no user_id; before 1.2, no idvisitor either.
+    for (drop, message) in [
+        (
+            "user_id",
+            "table matomo_log_visit has no column user_id (or this user may not read it): \
+             Piwik added it in 2.7.0 (with the User ID feature), and older versions are not \
+             supported; update Matomo first (its updater adds the column)",
+        ),
+        (
+            "idvisitor",
+            "table matomo_log_visit has no column idvisitor (or this user may not read it): \
+             Piwik added it in 1.2, and older versions are not supported; update Matomo first \
+             (its updater adds the column)",
+        ),
+        (
+            "visit_last_action_time",
+            "table matomo_log_visit has no column visit_last_action_time (or this user may not \
+             read it): every Piwik and Matomo version has it; is this Matomo's log_visit? check \
+             --prefix",
+        ),
+    ] {
+        db.sql(&format!("ALTER TABLE matomo_log_visit DROP COLUMN {drop}"));
+        let before = db.erase_state("matomo_");
+        for args in [
+            vec!["inspect", "--database-url", &url],
+            vec!["find", "--database-url", &url, "--user-id", "a"],
+            vec![
+                "erase",
+                "--database-url",
+                &url,
+                "--visit-id",
+                "1",
+                "--execute",
+            ],
+        ] {
+            let o = run(&args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert_eq!(stderr(&o), format!("error: {message}\n"), "{args:?}");
+        }
+        assert_eq!(db.erase_state("matomo_"), before);
+    }
+}
