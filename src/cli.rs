@@ -117,7 +117,11 @@ pub struct SelectArgs {
     pub visit_ids_file: Option<PathBuf>,
 
     /// Only these sites (repeatable).
-    #[arg(long = "site", value_name = "IDSITE")]
+    #[arg(
+        long = "site",
+        value_name = "IDSITE",
+        value_parser = whole_number::<u32>(1, u32::MAX.into())
+    )]
     pub sites: Vec<u32>,
 
     /// How user ids are looked up.
@@ -152,7 +156,7 @@ pub struct EraseArgs {
     #[arg(
         long,
         default_value_t = 1000,
-        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        value_parser = whole_number::<u32>(1, 100_000),
         help_heading = "Erasing"
     )]
     pub chunk_size: u32,
@@ -161,7 +165,7 @@ pub struct EraseArgs {
     #[arg(
         long,
         default_value_t = 10_000,
-        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        value_parser = whole_number::<u32>(1, 100_000),
         help_heading = "Erasing"
     )]
     pub max_chunk_size: u32,
@@ -202,7 +206,7 @@ pub struct ThrottleArgs {
     pub critical_load: Vec<(String, f64)>,
 
     /// Pause while InnoDB's history list length is above N.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = whole_number::<u64>(0, u64::MAX))]
     pub max_history: u64,
 
     /// Galera: pause while wsrep_flow_control_paused is above this fraction (0 to 1).
@@ -210,7 +214,7 @@ pub struct ThrottleArgs {
     pub max_flow_control: f64,
 
     /// Galera: pause while wsrep_local_recv_queue is above N.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = whole_number::<u64>(0, u64::MAX))]
     pub max_recv_queue: u64,
 
     /// Pause while this file exists.
@@ -230,11 +234,11 @@ pub struct ThrottleArgs {
     pub sleep: Duration,
 
     /// innodb_lock_wait_timeout of the erasing session, in seconds.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = whole_number::<u32>(0, u32::MAX.into()))]
     pub lock_wait_timeout: u32,
 
     /// Retries of one chunk after a deadlock, lock wait timeout or lost connection.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = whole_number::<u32>(0, u32::MAX.into()))]
     pub max_retries: u32,
 }
 
@@ -268,7 +272,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         None if t.starts_with('-') => {
             return Err(format!("a duration cannot be negative; {HINT}"));
         }
-        None => humantime::parse_duration(t).map_err(|e| format!("{e}; {HINT}"))?,
+        // humantime's own messages repeat parts of the text (`unknown time unit "alice"`).
+        None => humantime::parse_duration(t).map_err(|e| match e {
+            humantime::DurationError::UnknownUnit { .. } => {
+                format!("a unit is missing or unknown; {HINT}")
+            }
+            humantime::DurationError::NumberOverflow => too_long(),
+            _ => format!("not a duration; {HINT}"),
+        })?,
     };
 
     if duration > MAX_DURATION {
@@ -278,25 +289,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `VAR=N` as gh-ost's --max-load takes it. N is a finite number, not negative: a NaN limit
-/// would silently never trigger (every comparison with NaN is false).
+/// would silently never trigger (every comparison with NaN is false). The error never repeats
+/// the text (see `redact_error`).
 pub fn parse_threshold(text: &str) -> Result<(String, f64), String> {
     let (name, value) = text
         .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not VAR=N, e.g. Threads_running=25"))?;
+        .ok_or("not VAR=N, e.g. Threads_running=25")?;
     let name = name.trim();
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("{name:?} is not a status variable name"));
+        return Err("the part before = is not a status variable name, e.g. Threads_running".into());
     }
 
     let number: f64 = value
         .trim()
         .parse()
-        .map_err(|_| format!("{value:?} is not a number in {text:?}"))?;
+        .map_err(|_| "the part after = is not a number, e.g. Threads_running=25")?;
     if !number.is_finite() || number < 0.0 {
-        return Err(format!(
-            "{value:?} in {text:?} is not a limit: give a number of 0 or more, e.g. \
-             Threads_running=25"
-        ));
+        return Err(
+            "the part after = is not a limit: give a number of 0 or more, e.g. Threads_running=25"
+                .into(),
+        );
     }
     Ok((name.to_owned(), number))
 }
@@ -356,6 +368,101 @@ impl clap::builder::TypedValueParser for VisitIdParser {
                 cmd.error(clap::error::ErrorKind::ValueValidation, e)
             },
         )
+    }
+}
+
+/// What stands in an error message for what was typed.
+const NOT_SHOWN: &str = "…";
+
+/// clap's error for a refused command line, with every value and every unknown argument that
+/// was typed replaced by `…`: an id typed without its option (`--user-id alice bob@example.org`),
+/// or into the wrong one, would otherwise reach stderr, logs that keep it, and the `--json`
+/// document. The rest of clap's message stays, and so do the names of this program's own options
+/// and commands, which are no one's identifier.
+///
+/// This relies on the value parsers: what they say after the value must not repeat it. Ours do
+/// not (`whole_number`, `parse_threshold`, ...), and a test runs every option with a bad value.
+pub fn redact_error(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let typed = |e: &clap::Error, kind| match e.get(kind) {
+        Some(ContextValue::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let mut tip = None;
+
+    // A value given to an option, or to a flag that takes none. An empty one ("a value is
+    // required") says so and holds nothing.
+    if typed(&e, ContextKind::InvalidValue).is_some() {
+        e.insert(
+            ContextKind::InvalidValue,
+            ContextValue::String(NOT_SHOWN.to_owned()),
+        );
+        tip = Some("the value is not shown, since it may be a person's identifier");
+    }
+
+    // An argument clap could not place, or a command it does not know. For other kinds the
+    // InvalidArg is the option's own name, as clap spells it (`--site <IDSITE>`).
+    let context = match e.kind() {
+        ErrorKind::UnknownArgument => Some(ContextKind::InvalidArg),
+        ErrorKind::InvalidSubcommand => Some(ContextKind::InvalidSubcommand),
+        _ => None,
+    };
+    if let Some(kind) = context {
+        if let Some(arg) = typed(&e, kind).filter(|a| !is_own_name(a)) {
+            e.insert(kind, ContextValue::String(NOT_SHOWN.to_owned()));
+            tip = Some(if arg.starts_with('-') {
+                "the argument is not shown, since it may be a person's identifier"
+            } else {
+                "matomo-erase takes no positional arguments: each id goes after its own option, \
+                 e.g. --user-id ID1 --user-id ID2 (the argument is not shown, since it may be a \
+                 person's identifier)"
+            });
+        }
+    }
+
+    // clap's own tips repeat what was typed ("to pass 'x' as a value, use '-- x'"); a similar
+    // option or command it suggests is one of ours and stays.
+    if let Some(tip) = tip {
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
+        );
+    }
+    e
+}
+
+/// Whether an argument, up to an `=`, is the name of one of this program's options or commands.
+fn is_own_name(arg: &str) -> bool {
+    use clap::CommandFactory;
+    let name = arg.split_once('=').map_or(arg, |(name, _)| name);
+    let cmd = Cli::command();
+    let mut names = vec!["--help".to_owned(), "-h".to_owned(), "--version".to_owned()];
+    let mut commands = vec![&cmd];
+    while let Some(c) = commands.pop() {
+        names.push(c.get_name().to_owned());
+        for a in c.get_arguments() {
+            names.extend(a.get_long().map(|l| format!("--{l}")));
+            names.extend(a.get_short().map(|s| format!("-{s}")));
+        }
+        commands.extend(c.get_subcommands());
+    }
+    names.iter().any(|n| n == name)
+}
+
+/// A whole number from `min` to `max`, for the options that take one. clap's own number parser
+/// repeats an out-of-range value in its error (`123456 is not in 1..=100000`), and a number
+/// typed into the wrong option may be a person's customer number.
+fn whole_number<T>(min: u64, max: u64) -> impl Fn(&str) -> Result<T, String> + Clone
+where
+    T: TryFrom<u64>,
+{
+    move |text: &str| {
+        let t = text.trim();
+        t.parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n) && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| T::try_from(n).ok())
+            .ok_or_else(|| format!("not a whole number from {min} to {max}"))
     }
 }
 
@@ -488,6 +595,111 @@ mod tests {
             panic!("not find");
         };
         assert_eq!(select.visit_ids, [12, 7]);
+    }
+
+    /// The rendered, redacted error of a command line clap refuses.
+    fn refused(args: &[&str]) -> String {
+        let mut line = vec!["matomo-erase"];
+        line.extend_from_slice(args);
+        let err = Cli::try_parse_from(&line).expect_err("refused");
+        redact_error(err).render().to_string()
+    }
+
+    #[test]
+    fn a_refused_command_line_keeps_clap_advice_but_not_what_was_typed() {
+        let text = refused(&["erase", "--user-id", "a", "alice.peer@example.org"]);
+        assert_eq!(
+            text,
+            "error: unexpected argument '…' found\n\n  tip: matomo-erase takes no positional \
+             arguments: each id goes after its own option, e.g. --user-id ID1 --user-id ID2 (the \
+             argument is not shown, since it may be a person's identifier)\n\nUsage: \
+             matomo-erase erase [OPTIONS]\n\nFor more information, try '--help'.\n"
+        );
+        // A misspelt option: clap's suggestion of ours stays.
+        let text = refused(&["find", "--user-idd", "x"]);
+        assert!(
+            text.starts_with(
+                "error: unexpected argument '…' found\n\n  tip: a similar argument exists: \
+                 '--user-id'\n  tip: the argument is not shown"
+            ),
+            "{text}"
+        );
+        let text = refused(&["finde", "--user-id", "x"]);
+        assert!(
+            text.starts_with(
+                "error: unrecognized subcommand '…'\n\n  tip: a similar subcommand exists: \
+                 'find'\n"
+            ),
+            "{text}"
+        );
+        // Our own names are no one's identifier.
+        let text = refused(&["find", "--user-id", "x", "--execute"]);
+        assert!(
+            text.starts_with("error: unexpected argument '--execute' found\n"),
+            "{text}"
+        );
+        let text = refused(&["find", "--since", "2024-13-01"]);
+        assert!(
+            text.starts_with(
+                "error: invalid value '…' for '--since <YYYY-MM-DD>': no such day; give a date"
+            ),
+            "{text}"
+        );
+        let text = refused(&["find", "--user-id"]);
+        assert!(
+            text.starts_with("error: a value is required for '--user-id <ID>' but none was"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_option_repeats_a_bad_value_in_its_error() {
+        let values = [
+            "alice.peer@example.org",
+            "5alice.peer",
+            "99999999999999999999999",
+            "123456",
+            "-12345678",
+            "=alice.peer",
+        ];
+        // Every option of every command that takes a value; global ones through each command.
+        let mut options = Vec::new();
+        for sub in Cli::command().get_subcommands() {
+            let mut built = sub.clone();
+            built.build();
+            for arg in built.get_arguments() {
+                if let (Some(long), true) = (arg.get_long(), arg.get_action().takes_values()) {
+                    options.push((sub.get_name().to_owned(), format!("--{long}")));
+                }
+            }
+        }
+
+        let mut checked = 0;
+        for ((command, option), value) in options
+            .iter()
+            .flat_map(|o| values.iter().map(move |v| (o, *v)))
+        {
+            let joined = format!("{option}={value}");
+            for form in [vec![option.as_str(), value], vec![joined.as_str()]] {
+                let mut line = vec!["matomo-erase", command.as_str()];
+                if command != "inspect" {
+                    line.extend(["--user-id", "x"]);
+                }
+                line.extend(form);
+                let Err(e) = Cli::try_parse_from(&line) else {
+                    continue;
+                };
+                let text = redact_error(e).render().to_string();
+                for part in ["alice", "99999999999999999999999", "123456", "12345678"] {
+                    assert!(!text.contains(part), "{line:?}: {text}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 40,
+            "only {checked} refused command lines were checked"
+        );
     }
 
     #[test]

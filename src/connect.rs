@@ -9,6 +9,7 @@ use crate::error::{connection, usage};
 use ini::{Ini, ParseOption};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection};
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -128,11 +129,29 @@ fn redact_text(text: &str, url: &str) -> String {
     }
 }
 
+/// The keys of `[database]` that matomo-erase reads.
+const USED_KEYS: [&str; 8] = [
+    "host",
+    "port",
+    "unix_socket",
+    "username",
+    "password",
+    "dbname",
+    "tables_prefix",
+    "enable_ssl",
+];
+
 /// Reads `[database]` from Matomo's config.ini.php. Matomo writes a unix socket path either into
 /// `host` or into `port` (and older installs into `unix_socket`); all three are honoured.
 fn from_matomo_config(path: &Path) -> anyhow::Result<(MySqlConnectOptions, String)> {
+    // rust-ini splits the file into sections and keys and hands over each value's text as it
+    // stands after `=`; `php_ini_value` then reads that text as PHP does. Neither of
+    // rust-ini's quote modes reads it as PHP: its escape mode also decodes `\t`, `\n`, `\0`
+    // and `\x....` and drops the backslash before any other character, where PHP keeps both;
+    // without it `\"` and `\\` stay escaped. A password such as `C:\temp\"x` would be wrong
+    // either way and the login refused.
     let opt = ParseOption {
-        enabled_quote: true,
+        enabled_quote: false,
         enabled_escape: false,
         ..ParseOption::default()
     };
@@ -149,7 +168,20 @@ fn from_matomo_config(path: &Path) -> anyhow::Result<(MySqlConnectOptions, Strin
             path.display()
         ))
     })?;
-    let get = |k: &str| db.get(k).map(str::trim).filter(|v| !v.is_empty());
+    // PHP keeps the last of several lines with the same key, so the map does too. Only the keys
+    // read below are decoded: another key that PHP would refuse is Matomo's problem, not ours.
+    let mut fields: HashMap<&str, String> = HashMap::new();
+    for (key, raw) in db.iter().filter(|(k, _)| USED_KEYS.contains(k)) {
+        let value = php_ini_value(raw).map_err(|why| {
+            usage(format!(
+                "[database] {key} in {}: {why}; connect with --database-url \
+                 mysql://USER:PASS@HOST:PORT/DB instead",
+                path.display()
+            ))
+        })?;
+        fields.insert(key, value);
+    }
+    let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     if get("enable_ssl").is_some_and(|v| v != "0") {
         return Err(usage(format!(
             "{} sets enable_ssl: TLS settings of Matomo's config are not read by matomo-erase; \
@@ -193,14 +225,119 @@ fn from_matomo_config(path: &Path) -> anyhow::Result<(MySqlConnectOptions, Strin
     if let Some(u) = get("username") {
         o = o.username(u);
     }
-    if let Some(p) = db.get("password").filter(|p| !p.is_empty()) {
+    // The password is taken whole: spaces at its ends are part of it.
+    if let Some(p) = fields.get("password").filter(|p| !p.is_empty()) {
         o = o.password(p);
     }
     let dbname = get("dbname")
         .ok_or_else(|| usage(format!("[database] in {} has no dbname", path.display())))?;
     o = o.database(dbname);
-    let prefix = db.get("tables_prefix").unwrap_or("").trim().to_owned();
+    let prefix = get("tables_prefix").unwrap_or("").to_owned();
     Ok((o, prefix))
+}
+
+/// A value of Matomo's config.ini.php as PHP's `parse_ini_file` hands it to Matomo, from the text
+/// after `=`. Matomo's IniReader takes the values of PHP's INI_SCANNER_NORMAL mode as they are;
+/// the rules below are those of that mode in PHP 7 and 8 (Zend/zend_ini_scanner.l):
+///
+/// - `"..."`: `\"` is `"`, `\\` is `\` and `\$` is `$`; a backslash before any other character
+///   stays, and so does the character (`\t` is a backslash and a `t`). A `\"` at the end of the
+///   line closes the value and keeps its backslash: PHP's rule for Windows paths (`"C:\dir\"`),
+///   which is also how Matomo's older writer, escaping quotes only, wrote a value ending in a
+///   backslash. Spaces and tabs next to the quotes outside them are dropped.
+/// - `'...'`: the text as it stands, no escapes.
+/// - Outside quotes: the text up to a `;` that starts a comment, trimmed. The whole value
+///   `true`, `on` or `yes` is `1`; `false`, `off`, `no`, `none` or `null` is empty (any case).
+/// - Parts next to each other are joined: `"a"'b'c` is `abc`.
+///
+/// Refused, with the reason: `${...}`, which PHP replaces with an environment variable or an ini
+/// setting of its own process; outside quotes, `=` and the characters PHP reads as operators
+/// (`& | ^ ~ ( ) !`); a quote that does not close on its line.
+///
+/// Hand-written because rust-ini cannot be told PHP's rules (see `from_matomo_config`).
+///
+/// Limitation: outside quotes, the name of a PHP constant (`PHP_OS`) is the constant's value to
+/// PHP and stays a name here, and a quoted value over several lines, which PHP reads, is refused;
+/// write the value on one line in double quotes, or connect with --database-url.
+fn php_ini_value(raw: &str) -> Result<String, String> {
+    const INTERPOLATION: &str = "`${` in it is replaced by PHP with an environment variable or \
+                                 ini setting of PHP's own process, which matomo-erase cannot know";
+    let raw = raw.trim();
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" => return Ok("1".to_owned()),
+        "false" | "off" | "no" | "none" | "null" => return Ok(String::new()),
+        _ => {}
+    }
+
+    let chars: Vec<char> = raw.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '"' => {
+                i += 1;
+                loop {
+                    match (chars.get(i), chars.get(i + 1)) {
+                        (None, _) => return Err("a double quote does not close on its line".into()),
+                        (Some('"'), _) => break,
+                        (Some('$'), Some('{')) => return Err(INTERPOLATION.into()),
+                        // Kept with its backslash; the quote then closes the value.
+                        (Some('\\'), Some('"')) if i + 2 == chars.len() => {
+                            out.push('\\');
+                            i += 1;
+                        }
+                        (Some('\\'), Some(c @ ('"' | '\\' | '$'))) => {
+                            out.push(*c);
+                            i += 2;
+                        }
+                        (Some('\\'), Some(c)) => {
+                            out.push('\\');
+                            out.push(*c);
+                            i += 2;
+                        }
+                        (Some(c), _) => {
+                            out.push(*c);
+                            i += 1;
+                        }
+                    }
+                }
+                i += 1;
+                while matches!(chars.get(i), Some(' ' | '\t')) {
+                    i += 1;
+                }
+            }
+            '\'' => {
+                let close = chars[i + 1..]
+                    .iter()
+                    .position(|&c| c == '\'')
+                    .ok_or("a single quote does not close on its line")?;
+                out.extend(&chars[i + 1..i + 1 + close]);
+                i += close + 2;
+            }
+            ';' => break,
+            ' ' | '\t' => {
+                let mut end = i;
+                while matches!(chars.get(end), Some(' ' | '\t')) {
+                    end += 1;
+                }
+                if !matches!(chars.get(end), None | Some('"' | ';')) {
+                    out.extend(&chars[i..end]);
+                }
+                i = end;
+            }
+            '$' if chars.get(i + 1) == Some(&'{') => return Err(INTERPOLATION.into()),
+            c @ ('&' | '|' | '^' | '~' | '(' | ')' | '!' | '=') => {
+                return Err(format!(
+                    "`{c}` outside quotes is an operator to PHP; put the value in double quotes"
+                ))
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The local server's socket where the usual packages put it (Debian and Ubuntu, Red Hat,
@@ -267,4 +404,54 @@ fn connect_error(e: &sqlx::Error, o: &MySqlConnectOptions) -> anyhow::Error {
 /// Closes a connection without caring whether the server is still there.
 pub async fn close(conn: MySqlConnection) {
     let _ = conn.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::php_ini_value;
+
+    #[test]
+    fn config_values_are_read_as_php_reads_them() {
+        let read = |raw: &str| php_ini_value(raw).unwrap();
+        // Double quotes: three escapes; any other backslash stays with its character.
+        assert_eq!(read(r#""a\"b\\c\$d""#), r#"a"b\c$d"#);
+        assert_eq!(read(r#""C:\temp\new\x41""#), r#"C:\temp\new\x41"#);
+        assert_eq!(read(r#""q\"u'o\\te\\\\d$;1""#), r#"q"u'o\te\\d$;1"#);
+        // A `\"` that ends the line closes the value, the backslash kept.
+        assert_eq!(read(r#""C:\dir\""#), r#"C:\dir\"#);
+        // `;` starts a comment only outside quotes; spaces next to quotes are dropped.
+        assert_eq!(read(r#""pw;x" ; comment"#), "pw;x");
+        assert_eq!(read(r#"  "a"  "b"  "#), "ab");
+        assert_eq!(read(r#"a  "b"c d ;x"#), "abc d");
+        // Single quotes: no escapes.
+        assert_eq!(read(r#"'a\"b\\'"#), r#"a\"b\\"#);
+        assert_eq!(read(r#"x'y' z"#), "xy z");
+        // Outside quotes: as it stands, and PHP's keywords.
+        assert_eq!(read(r"3306"), "3306");
+        assert_eq!(read(r"/run/my sql\d.sock"), r"/run/my sql\d.sock");
+        assert_eq!(read("On"), "1");
+        assert_eq!(read("none"), "");
+        assert_eq!(read(r#""yes""#), "yes");
+        assert_eq!(read(r#""""#), "");
+        assert_eq!(read(""), "");
+    }
+
+    #[test]
+    fn config_values_php_would_change_or_refuse_are_refused() {
+        for raw in [
+            r#""pw${HOME}""#,
+            r"pw${HOME}",
+            r#""open"#,
+            r#""ends in backslash\"#,
+            r"'open",
+            r"a|b",
+            r"!x",
+            r"a=b",
+        ] {
+            assert!(php_ini_value(raw).is_err(), "{raw} was accepted");
+        }
+        // `$` alone is no interpolation.
+        assert_eq!(php_ini_value(r#""a$b""#).unwrap(), "a$b");
+        assert_eq!(php_ini_value(r"a$b").unwrap(), "a$b");
+    }
 }

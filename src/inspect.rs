@@ -76,6 +76,9 @@ pub struct Matomo {
     /// Log tables in deletion order: leaves first, `log_link_visit_action` then `log_visit` last.
     pub log_tables: Vec<LogTable>,
     pub untouched: Vec<Untouched>,
+    /// What the DBA should know before trusting the list of log tables (a grant that hides
+    /// tables); every plan, receipt and report repeats these.
+    pub warnings: Vec<String>,
     /// `log_visit.user_id` character set.
     pub user_id_charset: String,
     /// Matomo's "pseudonymise user ids" option is on now.
@@ -138,6 +141,10 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
         .await
         .map_err(|e| not_matomo(&database, &prefix, &e))?;
     let (log_tables, untouched, user_id_charset) = read_log_tables(conn, &prefix).await?;
+    let warnings: Vec<String> = hidden_tables_warning(conn, &database)
+        .await
+        .into_iter()
+        .collect();
 
     let salt: Option<String> = sqlx::query_scalar(&format!(
         "SELECT option_value FROM {} WHERE option_name = 'useridsalt'",
@@ -164,6 +171,7 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
         sites,
         log_tables,
         untouched,
+        warnings,
         user_id_charset,
         pseudonymisation_on: pseudonymisation_on.as_deref() == Some("1"),
     })
@@ -225,6 +233,215 @@ async fn find_prefix(
             shown()
         ))),
     }
+}
+
+/// A warning when this user may SELECT single tables of the database only. The server then
+/// hides every other table from it in information_schema, so a log table it was not granted
+/// would be neither seen nor erased, and nothing else would say so.
+///
+/// Read from `SHOW GRANTS`, which on MariaDB includes the grants of the active role, and from
+/// `SHOW GRANTS FOR` each role that CURRENT_ROLE() names (MySQL 8 lists only the role's name).
+/// The grant lines are never logged: a `GRANT USAGE` line carries the password hash.
+///
+/// Limitation: privileges that reach the user otherwise (a role granted to a role, MariaDB's
+/// PUBLIC) are not followed; the warning is then given although every table is visible.
+async fn hidden_tables_warning(conn: &mut MySqlConnection, database: &str) -> Option<String> {
+    let mut lines = match grant_lines(conn, "SHOW GRANTS").await {
+        Ok(lines) => lines,
+        Err(e) => {
+            tracing::debug!("SHOW GRANTS failed ({e}); the grants of the user are not checked");
+            return None;
+        }
+    };
+    let roles: Option<String> = sqlx::query_scalar("SELECT CAST(CURRENT_ROLE() AS CHAR)")
+        .fetch_one(&mut *conn)
+        .await
+        .ok()
+        .flatten();
+    for role in roles
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && *r != "NONE")
+    {
+        // MySQL names a role quoted with its host (`r`@`%`), MariaDB by its bare name.
+        let name = if role.starts_with('`') {
+            role.to_owned()
+        } else {
+            ident(role)
+        };
+        if let Ok(more) = grant_lines(conn, &format!("SHOW GRANTS FOR {name}")).await {
+            lines.extend(more);
+        }
+    }
+    tracing::debug!(lines = lines.len(), "grants of the user read");
+    if lines.iter().any(|l| grant_covers_select(l, database)) {
+        return None;
+    }
+
+    let user: String = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
+        .fetch_one(&mut *conn)
+        .await
+        .ok()?;
+    let (name, host) = user.rsplit_once('@').unwrap_or((&user, "%"));
+    let account = format!(
+        "'{}'@'{}'",
+        name.replace('\'', "''"),
+        host.replace('\'', "''")
+    );
+    Some(format!(
+        "the user {account} has SELECT on single tables of {database} only: the server hides \
+         every other table from it, so a log table it was not granted (a plugin's, say) is never \
+         erased although it may hold visitor data; give GRANT SELECT, DELETE ON {}.* TO {account}",
+        ident(database)
+    ))
+}
+
+async fn grant_lines(conn: &mut MySqlConnection, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(sql).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<String, _>(0).or_else(|_| {
+                r.try_get::<Vec<u8>, _>(0)
+                    .map(|b| String::from_utf8_lossy(&b).into())
+            })
+        })
+        .collect()
+}
+
+/// Whether one line of SHOW GRANTS gives SELECT on every table of `database`: SELECT or ALL
+/// PRIVILEGES on `*.*`, or on `db.*` where `db` matches the database as the server matches
+/// database names in grants, as a LIKE pattern (`matomo\_%`, `%`). SELECT on some columns, or
+/// on one table, gives no such right.
+fn grant_covers_select(line: &str, database: &str) -> bool {
+    let Some(rest) = line.strip_prefix("GRANT ") else {
+        return false;
+    };
+    let Some((privileges, target)) = split_outside_quotes(rest, " ON ") else {
+        return false;
+    };
+    let selects = split_all_outside_quotes(privileges, ",")
+        .into_iter()
+        .any(|p| {
+            let p = p.trim();
+            ["SELECT", "ALL", "ALL PRIVILEGES"]
+                .iter()
+                .any(|k| p.eq_ignore_ascii_case(k))
+        });
+    if !selects {
+        return false;
+    }
+    let target = target.trim_start();
+    let target = target.strip_prefix("TABLE ").unwrap_or(target);
+    let Some((db, after)) = grant_name(target) else {
+        return false;
+    };
+    let Some((table, _)) = after.strip_prefix('.').and_then(grant_name) else {
+        return false;
+    };
+    match (db, table) {
+        (None, None) => true,
+        (Some(pattern), None) => like_matches(&pattern, database),
+        _ => false,
+    }
+}
+
+/// The name at the start of a grant target and the text after it; None for `*`.
+fn grant_name(s: &str) -> Option<(Option<String>, &str)> {
+    if let Some(rest) = s.strip_prefix('*') {
+        return Some((None, rest));
+    }
+    let quote = s.chars().next().filter(|c| matches!(c, '`' | '"'));
+    let Some(q) = quote else {
+        let end = s
+            .find(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '$' | '%' | '\\')))
+            .unwrap_or(s.len());
+        return (end > 0).then(|| (Some(s[..end].to_owned()), &s[end..]));
+    };
+    let mut name = String::new();
+    let mut chars = s.char_indices().skip(1).peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == q {
+            // A doubled quote is one quote in the name.
+            if chars.peek().is_some_and(|(_, n)| *n == q) {
+                chars.next();
+                name.push(q);
+                continue;
+            }
+            return Some((Some(name), &s[i + 1..]));
+        }
+        name.push(c);
+    }
+    None
+}
+
+/// `text` split at the first `sep` outside quotes and parentheses.
+fn split_outside_quotes<'a>(text: &'a str, sep: &str) -> Option<(&'a str, &'a str)> {
+    let mut quote = None;
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '`' | '"' | '\'') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth = depth.saturating_sub(1),
+            (None, _) if depth == 0 && text[i..].starts_with(sep) => {
+                return Some((&text[..i], &text[i + sep.len()..]));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn split_all_outside_quotes<'a>(mut text: &'a str, sep: &str) -> Vec<&'a str> {
+    let mut parts = Vec::new();
+    while let Some((part, rest)) = split_outside_quotes(text, sep) {
+        parts.push(part);
+        text = rest;
+    }
+    parts.push(text);
+    parts
+}
+
+/// SQL LIKE with the default escape: `%` any run of characters, `_` one character, `\` makes
+/// the next character literal. Case-sensitive, as database names are on Linux.
+fn like_matches(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // matches[j]: the pattern read so far matches the first j characters of the text.
+    let mut matches = vec![false; t.len() + 1];
+    matches[0] = true;
+    let mut i = 0;
+    while i < p.len() {
+        let mut next = vec![false; t.len() + 1];
+        match p[i] {
+            '%' => {
+                let mut any = false;
+                for j in 0..=t.len() {
+                    any |= matches[j];
+                    next[j] = any;
+                }
+            }
+            c => {
+                let literal = if c == '\\' && i + 1 < p.len() {
+                    i += 1;
+                    Some(p[i])
+                } else if c == '_' {
+                    None
+                } else {
+                    Some(c)
+                };
+                for j in 0..t.len() {
+                    next[j + 1] = matches[j] && literal.is_none_or(|l| l == t[j]);
+                }
+            }
+        }
+        matches = next;
+        i += 1;
+    }
+    matches[t.len()]
 }
 
 async fn read_sites(
@@ -354,9 +571,41 @@ async fn read_log_tables(
              Matomo database"
         )));
     }
+    let visit_columns = &info.columns["log_visit"];
+    if let Some((column, since)) = VISIT_COLUMNS_READ
+        .iter()
+        .find(|(column, _)| !visit_columns.contains(*column))
+    {
+        let why = match since {
+            None => "every Piwik and Matomo version has it; is this Matomo's log_visit? check \
+                     --prefix"
+                .to_owned(),
+            Some(version) => format!(
+                "Piwik added it in {version}, and older versions are not supported; update \
+                 Matomo first (its updater adds the column)"
+            ),
+        };
+        return Err(usage(format!(
+            "table {prefix}log_visit has no column {column} (or this user may not read it): {why}"
+        )));
+    }
     let (tables, untouched) = classify(&info);
     Ok((tables, untouched, user_id_charset))
 }
+
+/// The columns of `log_visit` that matomo-erase reads, with the Piwik version that added each
+/// (None: every version has it), the oldest first, so that the first one missing tells how old
+/// the schema is. Without them every lookup would fail on an SQL error.
+const VISIT_COLUMNS_READ: [(&str, Option<&str>); 6] = [
+    ("idvisit", None),
+    ("idsite", None),
+    ("visit_first_action_time", None),
+    ("visit_last_action_time", None),
+    // Piwik 1.2 (core/Updates/1.2-rc1.php) replaced visitor_idcookie with it.
+    ("idvisitor", Some("1.2")),
+    // The User ID feature of Piwik 2.7.0 (2014) added it as a visit dimension.
+    ("user_id", Some("2.7.0 (with the User ID feature)")),
+];
 
 /// Decides how each log table reaches a visit and the order of deletion.
 fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
@@ -514,6 +763,62 @@ mod tests {
             }
         }
         i
+    }
+
+    #[test]
+    fn a_grant_covers_select_on_the_database_only_on_all_its_tables() {
+        let db = "matomo_prod";
+        let user = "TO `u`@`%`";
+        for (grant, covers) in [
+            (
+                "GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION",
+                true,
+            ),
+            ("GRANT SELECT, RELOAD ON *.* TO `u`@`%`", true),
+            ("GRANT SELECT ON `matomo_prod`.* TO `u`@`%`", true),
+            ("GRANT SELECT, DELETE ON `matomo\\_%`.* TO `u`@`%`", true),
+            ("GRANT SELECT ON `%`.* TO `u`@`%`", true),
+            ("GRANT SELECT ON `matomo_pro_`.* TO `u`@`%`", true),
+            ("GRANT ALL ON \"matomo_prod\".* TO \"u\"@\"%\"", true),
+            ("GRANT SELECT ON TABLE `matomo_prod`.* TO `u`@`%`", true),
+            // Not all of it, or not SELECT.
+            (
+                "GRANT SELECT, DELETE ON `matomo_prod`.`matomo_log_visit` TO `u`@`%`",
+                false,
+            ),
+            (
+                "GRANT SELECT (`idvisit`) ON `matomo_prod`.`matomo_log_visit` TO `u`@`%`",
+                false,
+            ),
+            (
+                "GRANT INSERT, UPDATE (`a`, `b`) ON `matomo_prod`.* TO `u`@`%`",
+                false,
+            ),
+            (
+                "GRANT USAGE ON *.* TO `u`@`%` IDENTIFIED BY PASSWORD '*ABC'",
+                false,
+            ),
+            ("GRANT SELECT ON `matomo\\_prod2`.* TO `u`@`%`", false),
+            ("GRANT SELECT ON `matomoXprod`.* TO `u`@`%`", false),
+            ("GRANT SELECT ON `matomo\\_pro`.* TO `u`@`%`", false),
+            ("GRANT SELECT ON `Matomo_prod`.* TO `u`@`%`", false),
+            ("GRANT `reader` TO `u`@`%`", false),
+            (
+                "GRANT EXECUTE ON PROCEDURE `matomo_prod`.`p` TO `u`@`%`",
+                false,
+            ),
+            ("GRANT PROXY ON ''@'%' TO 'u'@'%'", false),
+        ] {
+            assert_eq!(grant_covers_select(grant, db), covers, "{grant}");
+        }
+        assert!(grant_covers_select(
+            &format!("GRANT SELECT ON `a``b`.* {user}"),
+            "a`b"
+        ));
+        assert!(like_matches("a\\%b%", "a%bcd"));
+        assert!(!like_matches("a\\%b", "axb"));
+        assert!(like_matches("%", ""));
+        assert!(!like_matches("_", ""));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! exit code (see `matomo-erase --help`).
 
 use clap::Parser;
-use matomo_erase::cli::Cli;
+use matomo_erase::cli::{redact_error, Cli};
 use matomo_erase::error::{code, exit_code_for};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -59,14 +59,15 @@ fn main() -> ExitCode {
 }
 
 /// A command line clap refuses: its message on stderr, exit 2; with `--json` anywhere on the
-/// line, also the one JSON document on stdout that every failure gives. Help and version are
-/// not failures.
+/// line, also the one JSON document on stdout that every failure gives. Neither repeats what
+/// was typed (`redact_error`). Help and version are not failures.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
+    let e = redact_error(e);
     let _ = e.print();
     let number = code::USAGE;
     if std::env::args_os().any(|a| a == "--json") {

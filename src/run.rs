@@ -102,6 +102,9 @@ async fn connect_and_inspect(cli: &Cli) -> anyhow::Result<(Target, MySqlConnecti
         version = matomo.version.as_deref().unwrap_or("?"),
         "connected"
     );
+    for w in &matomo.warnings {
+        tracing::warn!("{w}");
+    }
     Ok((target, conn, matomo))
 }
 
@@ -187,6 +190,7 @@ async fn inspect_cmd(cli: &Cli) -> anyhow::Result<()> {
     for u in &matomo.untouched {
         let _ = writeln!(t, "  {:<28} {}", u.name, u.reason);
     }
+    write_warnings(&mut t, &matomo.warnings);
     print_text(&t)
 }
 
@@ -303,6 +307,7 @@ struct EraseReport {
     archives_kept: Option<String>,
     near_matches: NearSummary,
     untouched_tables: Vec<Untouched>,
+    warnings: Vec<String>,
     chunks: u32,
     retries: u32,
     reconnects: u32,
@@ -382,6 +387,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         archives_kept: None,
         near_matches: NearSummary::default(),
         untouched_tables: matomo.untouched.clone(),
+        warnings: matomo.warnings.clone(),
         chunks: 0,
         retries: 0,
         reconnects: 0,
@@ -926,6 +932,7 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         let names: Vec<&str> = r.untouched_tables.iter().map(|u| u.name.as_str()).collect();
         let _ = writeln!(t, "not touched: {} (see inspect)", names.join(", "));
     }
+    write_warnings(&mut t, &r.warnings);
     if r.executed {
         let _ = writeln!(
             t,
@@ -1082,6 +1089,7 @@ async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             lookup: LookupDecision,
             subjects: SubjectSummary,
             near_matches: NearSummary,
+            warnings: Vec<String>,
             visits: Vec<T>,
         }
         return print_json(&Doc {
@@ -1089,6 +1097,7 @@ async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             lookup: decision.clone(),
             subjects: summarize_subjects(&subjects, &finder),
             near_matches: near_summary(&decision, args, &finder),
+            warnings: matomo.warnings.clone(),
             visits,
         });
     }
@@ -1144,6 +1153,7 @@ async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     if visits.is_empty() {
         let _ = writeln!(t, "no visit of these subjects was found");
     }
+    write_warnings(&mut t, &matomo.warnings);
     print_text(&t)
 }
 
@@ -1169,11 +1179,13 @@ async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
             run_key: &'a str,
             #[serde(flatten)]
             verify: &'a VerifyReport,
+            warnings: &'a [String],
         }
         print_json(&Doc {
             command: "verify",
             run_key: &run_key,
             verify: &v,
+            warnings: &matomo.warnings,
         })?;
     } else {
         let mut t = String::new();
@@ -1206,6 +1218,7 @@ async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
                 format!("FAILED: {problems}\nnext: {REPAIR_HINT}")
             }
         );
+        write_warnings(&mut t, &matomo.warnings);
         print_text(&t)?;
     }
     if !ok {
@@ -1216,6 +1229,13 @@ async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
     }
     let _ = receipt_hash;
     Ok(())
+}
+
+/// The warnings of `inspect`, one `warning:` line each, in every text report.
+fn write_warnings(t: &mut String, warnings: &[String]) {
+    for w in warnings {
+        let _ = writeln!(t, "warning: {w}");
+    }
 }
 
 fn period_name(period: u8) -> &'static str {

@@ -32,7 +32,9 @@ pub struct StoredUserId {
 /// A subject named by user id, with every stored form to look for.
 #[derive(Clone, Debug)]
 pub struct UserIdSubject {
-    /// Plain form first, then the pseudonym form when the install has a user-id salt.
+    /// The id sanitised as Matomo stores it in this column first; then, when it has 4-byte
+    /// characters and the column keeps them, the same with those replaced by U+FFFD; then the
+    /// pseudonym of each, when the install has a user-id salt.
     pub forms: Vec<StoredUserId>,
     pub receipt_hash: String,
 }
@@ -55,10 +57,30 @@ impl UserIdSubject {
                  Matomo never stores an empty user id: remove it from the input",
             ));
         }
-        let mut forms = vec![stored_form(&sanitised)];
+        // Matomo replaces 4-byte characters by U+FFFD when its config charset is not utf8mb4,
+        // whatever the column can hold, and did so before it supported utf8mb4: a utf8mb4 column
+        // may hold either form. The replaced form is what Matomo stores for this typed id under
+        // those settings, and its visitor id is derived from it, so by Matomo's own rules its
+        // visits are this subject's: ids that differ only in which 4-byte characters they hold
+        // were one visitor to Matomo. It is one more exact stored id with its own visitor id,
+        // never a pattern. A column that cannot hold 4-byte characters has only this form.
+        //
+        // Limitation: an id typed with U+FFFD itself where this one has a 4-byte character is
+        // stored as the same text with the same visitor id, so its visits are found too;
+        // nothing in the database tells the two apart.
+        let mut sanitised_forms = vec![sanitised.clone()];
+        if !rules.replace_4byte {
+            let replaced = sanitise(typed, true);
+            if replaced != sanitised {
+                sanitised_forms.push(replaced);
+            }
+        }
+        let mut forms: Vec<StoredUserId> = sanitised_forms.iter().map(|s| stored_form(s)).collect();
         if let Some(salt) = &rules.pseudonym_salt {
-            let pseudonym = hex::encode(Sha1::digest(format!("{sanitised}{salt}").as_bytes()));
-            forms.push(stored_form(&pseudonym));
+            for s in &sanitised_forms {
+                let pseudonym = hex::encode(Sha1::digest(format!("{s}{salt}").as_bytes()));
+                forms.push(stored_form(&pseudonym));
+            }
         }
         Ok(UserIdSubject {
             receipt_hash: receipt_hash(&sanitised),
@@ -489,6 +511,63 @@ mod tests {
     fn four_byte_characters_replaced_only_without_utf8mb4() {
         assert_eq!(sanitise("a😀b", false), "a😀b");
         assert_eq!(sanitise("a😀b", true), "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn an_id_with_4_byte_characters_has_its_replaced_form_too_each_with_its_visitor_id() {
+        let sha1_prefix = |s: &str| hex::encode(&Sha1::digest(s.as_bytes())[..8]);
+        let stored = |s: &UserIdSubject| -> Vec<(String, String)> {
+            s.forms
+                .iter()
+                .map(|f| (f.stored.clone(), hex::encode(f.idvisitor)))
+                .collect()
+        };
+        let utf8mb4 = StorageRules::default();
+        let s = UserIdSubject::new("ana😀<x", &utf8mb4).unwrap();
+        assert_eq!(
+            stored(&s),
+            [
+                ("ana😀&lt;x".to_owned(), sha1_prefix("ana😀&lt;x")),
+                (
+                    "ana\u{FFFD}&lt;x".to_owned(),
+                    sha1_prefix("ana\u{FFFD}&lt;x")
+                ),
+            ]
+        );
+        assert_eq!(s.receipt_hash, receipt_hash("ana😀&lt;x"));
+        // No 4-byte character: one form. A column without utf8mb4: the replaced form only.
+        assert_eq!(UserIdSubject::new("ana", &utf8mb4).unwrap().forms.len(), 1);
+        let utf8 = StorageRules {
+            replace_4byte: true,
+            pseudonym_salt: None,
+        };
+        assert_eq!(
+            stored(&UserIdSubject::new("ana😀<x", &utf8).unwrap()),
+            [(
+                "ana\u{FFFD}&lt;x".to_owned(),
+                sha1_prefix("ana\u{FFFD}&lt;x")
+            )]
+        );
+        // With a salt, each form has its pseudonym.
+        let salted = StorageRules {
+            replace_4byte: false,
+            pseudonym_salt: Some("pepper".into()),
+        };
+        let forms: Vec<String> = UserIdSubject::new("😀", &salted)
+            .unwrap()
+            .forms
+            .into_iter()
+            .map(|f| f.stored)
+            .collect();
+        assert_eq!(
+            forms,
+            [
+                "😀".to_owned(),
+                "\u{FFFD}".to_owned(),
+                hex::encode(Sha1::digest("😀pepper".as_bytes())),
+                hex::encode(Sha1::digest("\u{FFFD}pepper".as_bytes())),
+            ]
+        );
     }
 
     #[test]

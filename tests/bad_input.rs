@@ -439,3 +439,320 @@ fn json_errors_of_the_command_line_are_one_json_document() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("Usage"));
 }
+
+/// Drops a MariaDB user made for one test when the test ends, failed or not.
+struct DropUser(String);
+
+impl Drop for DropUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("mariadb")
+            .args(["-h", HOST, "-P", PORT, "-uroot", "-e"])
+            .arg(format!("DROP USER IF EXISTS '{}'@'127.0.0.1'", self.0))
+            .output();
+    }
+}
+
+/// Drops a MariaDB role made for one test when the test ends.
+struct DropRole(String);
+
+impl Drop for DropRole {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("mariadb")
+            .args(["-h", HOST, "-P", PORT, "-uroot", "-e"])
+            .arg(format!("DROP ROLE IF EXISTS {}", self.0))
+            .output();
+    }
+}
+
+#[test]
+fn matomo_config_password_with_quotes_and_backslashes_is_decoded_as_php_does() {
+    let db = ScratchDb::with_schema("cfgpw", "matomo_");
+    let user = format!("me_pw_{}", std::process::id());
+    let _drop = DropUser(user.clone());
+    // The password as the server knows it: a double quote, a single quote, a backslash before
+    // a letter, two backslashes in a row, a dollar and a semicolon.
+    let password = r#"q"u'o\te\\d$;1"#;
+    let sql_password = password.replace('\\', "\\\\").replace('\'', "\\'");
+    mariadb(
+        None,
+        &format!(
+            "DROP USER IF EXISTS '{user}'@'127.0.0.1'; \
+             CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{sql_password}'; \
+             GRANT SELECT ON `{}`.* TO '{user}'@'127.0.0.1'",
+            db.name
+        ),
+    );
+    let dir = std::env::temp_dir().join(format!("me_cfgpw_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.ini.php");
+    // How the password may stand in the file, each read by PHP as `password` above: Matomo's
+    // writer escapes `"` and `\`; an older writer escaped `"` only, and PHP keeps a backslash
+    // before any character but `"`, `\` and `$`; a comment may follow the closing quote.
+    let forms = [
+        r#""q\"u'o\\te\\\\d$;1""#,
+        r#""q\"u'o\te\\\\d\$;1""#,
+        r#""q\"u'o\\te\\\\d$;1" ; written by hand"#,
+    ];
+    for form in forms {
+        std::fs::write(
+            &cfg,
+            format!(
+                "; <?php exit; ?> DO NOT REMOVE THIS LINE\n[database]\nhost = \"127.0.0.1\"\n\
+                 port = 3306\nusername = \"{user}\"\npassword = {form}\ndbname = \"{}\"\n\
+                 tables_prefix = \"matomo_\"\n",
+                db.name
+            ),
+        )
+        .unwrap();
+        let o = run(&["inspect", "--matomo-config", cfg.to_str().unwrap()]);
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert_eq!(o.status.code(), Some(0), "form {form}: {err}");
+        assert!(out.contains(&format!("connection   {user}@127.0.0.1:3306/{}", db.name)));
+        assert!(!out.contains("q\"u") && !err.contains("q\"u"), "{out}{err}");
+    }
+
+    // `${...}` inside double quotes is replaced by PHP with a variable of its own process,
+    // which matomo-erase cannot know: refused, naming the field and not the value.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nhost = \"127.0.0.1\"\nusername = \"{user}\"\n\
+             password = \"pw${{HOME}}x\"\ndbname = \"{}\"\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    let err = assert_fails(
+        &["inspect", "--matomo-config", cfg.to_str().unwrap()],
+        2,
+        &["[database] password", "${", "--database-url"],
+    );
+    assert!(!err.contains("pw$"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn refused_command_lines_never_repeat_what_was_typed() {
+    let id = "bob.peer@example.org";
+    // Without --json: clap's advice stays, the value is not shown.
+    let o = run(&["erase", "--user-id", "alice", id]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(
+        err.lines().next(),
+        Some("error: unexpected argument '…' found"),
+        "{err}"
+    );
+    assert!(err.contains("no positional arguments"), "{err}");
+    assert!(err.contains("Usage: matomo-erase erase [OPTIONS]"), "{err}");
+    assert!(!err.contains("bob") && stdout(&o).is_empty(), "{err}");
+
+    // With --json: the same message as the one JSON document.
+    for (args, message) in [
+        (
+            vec!["--json", "erase", "--user-id", "alice", id],
+            "unexpected argument '…' found",
+        ),
+        (vec!["--json", id], "unrecognized subcommand '…'"),
+        (
+            vec!["--json", "find", "--site", id],
+            "invalid value '…' for '--site <IDSITE>': not a whole number from 1 to 4294967295",
+        ),
+        (
+            vec!["--json", "find", "--site", "99999999999999"],
+            "invalid value '…' for '--site <IDSITE>': not a whole number from 1 to 4294967295",
+        ),
+        (
+            vec!["--json", "find", "--lookup", id],
+            "invalid value '…' for '--lookup <LOOKUP>'",
+        ),
+        (
+            vec![
+                "--json",
+                "erase",
+                "--user-id",
+                "a",
+                &format!("--execute={id}"),
+            ],
+            "unexpected value '…' for '--execute' found; no more were expected",
+        ),
+        (
+            vec!["--json", "erase", "--user-id", "a", "--max-load", id],
+            "invalid value '…' for '--max-load <VAR=N>': not VAR=N, e.g. Threads_running=25",
+        ),
+        (
+            vec!["--json", "find", "--user-id", "a", &format!("--{id}")],
+            "unexpected argument '…' found",
+        ),
+        // An option name is no one's identifier: it is shown.
+        (
+            vec!["--json", "find", "--user-id", "a", "--chunk-size", "5"],
+            "unexpected argument '--chunk-size' found",
+        ),
+    ] {
+        let o = run(&args);
+        let doc = json(&o, 2);
+        assert_eq!(doc["error"], message, "{args:?}");
+        assert_eq!(doc["exit_code"], 2);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            !all.contains("bob") && !all.contains("99999999999999"),
+            "{all}"
+        );
+    }
+}
+
+#[test]
+fn grants_on_single_tables_warn_that_the_others_are_invisible_and_name_the_grant() {
+    let db = ScratchDb::with_schema("tgrant", "matomo_");
+    let d = Data::new(&db, "matomo_");
+    d.site(1, "UTC");
+    d.visit(
+        1,
+        1,
+        Some("ann"),
+        "2024-01-01 10:00:00",
+        "2024-01-01 10:00:00",
+    );
+    let user = format!("me_tg_{}", std::process::id());
+    let _drop = DropUser(user.clone());
+    let on = |t: &str| {
+        format!(
+            "GRANT SELECT, DELETE ON `{}`.`matomo_{t}` TO '{user}'@'127.0.0.1'",
+            db.name
+        )
+    };
+    mariadb(
+        None,
+        &format!(
+            "DROP USER IF EXISTS '{user}'@'127.0.0.1'; \
+             CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw{user}'; {}; {}; {}; {}",
+            on("log_visit"),
+            on("log_link_visit_action"),
+            on("option"),
+            on("site")
+        ),
+    );
+    let url = format!("mysql://{user}:pw{user}@127.0.0.1:3306/{}", db.name);
+    let warning = format!(
+        "the user '{user}'@'127.0.0.1' has SELECT on single tables of {0} only: the server hides \
+         every other table from it, so a log table it was not granted (a plugin's, say) is never \
+         erased although it may hold visitor data; give GRANT SELECT, DELETE ON `{0}`.* TO \
+         '{user}'@'127.0.0.1'",
+        db.name
+    );
+
+    let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
+    assert_eq!(doc["warnings"], serde_json::json!([warning]));
+    let o = run(&["inspect", "--database-url", &url]);
+    assert!(
+        stdout(&o).contains(&format!("warning: {warning}\n")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains(&warning), "{}", stderr(&o));
+    let plan = run(&[
+        "erase",
+        "--database-url",
+        &url,
+        "--user-id",
+        "ann",
+        "--json",
+    ]);
+    let plan = json(&plan, 0);
+    assert_eq!(plan["warnings"], serde_json::json!([warning]));
+    assert_eq!(plan["visits"], 1);
+    let found = run_json(
+        &["find", "--database-url", &url, "--user-id", "ann", "--json"],
+        0,
+    );
+    assert_eq!(found["warnings"], serde_json::json!([warning]));
+    assert!(
+        !stdout(&o).contains(&format!("pw{user}")) && !stderr(&o).contains(&format!("pw{user}"))
+    );
+
+    // SELECT on the whole database, here through a wildcard database name, sees every table.
+    let pattern = db.name.split('_').take(3).collect::<Vec<_>>().join("\\_") + "\\_%";
+    mariadb(
+        None,
+        &format!("GRANT SELECT ON `{pattern}`.* TO '{user}'@'127.0.0.1'"),
+    );
+    let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
+    assert_eq!(
+        doc["warnings"],
+        serde_json::json!([]),
+        "grant on `{pattern}`.*"
+    );
+
+    // So does a role that has it, once active (here as the user's default role).
+    let role = format!("me_tgr_{}", std::process::id());
+    let _drop_role = DropRole(role.clone());
+    mariadb(
+        None,
+        &format!(
+            "REVOKE SELECT ON `{pattern}`.* FROM '{user}'@'127.0.0.1'; DROP ROLE IF EXISTS \
+             {role}; CREATE ROLE {role}; GRANT SELECT ON `{}`.* TO {role}; \
+             GRANT {role} TO '{user}'@'127.0.0.1'",
+            db.name
+        ),
+    );
+    let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
+    assert_eq!(
+        doc["warnings"],
+        serde_json::json!([warning]),
+        "role not active"
+    );
+    mariadb(
+        None,
+        &format!("SET DEFAULT ROLE {role} FOR '{user}'@'127.0.0.1'"),
+    );
+    let doc = run_json(&["inspect", "--database-url", &url, "--json"], 0);
+    assert_eq!(doc["warnings"], serde_json::json!([]), "default role");
+}
+
+#[test]
+fn a_log_visit_without_a_column_the_tool_reads_is_refused_naming_it() {
+    let db = ScratchDb::with_schema("nouid", "matomo_");
+    let url = db.url();
+    // A Piwik before 2.7.0 has no user_id; before 1.2, no idvisitor either.
+    for (drop, message) in [
+        (
+            "user_id",
+            "table matomo_log_visit has no column user_id (or this user may not read it): \
+             Piwik added it in 2.7.0 (with the User ID feature), and older versions are not \
+             supported; update Matomo first (its updater adds the column)",
+        ),
+        (
+            "idvisitor",
+            "table matomo_log_visit has no column idvisitor (or this user may not read it): \
+             Piwik added it in 1.2, and older versions are not supported; update Matomo first \
+             (its updater adds the column)",
+        ),
+        (
+            "visit_last_action_time",
+            "table matomo_log_visit has no column visit_last_action_time (or this user may not \
+             read it): every Piwik and Matomo version has it; is this Matomo's log_visit? check \
+             --prefix",
+        ),
+    ] {
+        db.sql(&format!("ALTER TABLE matomo_log_visit DROP COLUMN {drop}"));
+        let before = db.erase_state("matomo_");
+        for args in [
+            vec!["inspect", "--database-url", &url],
+            vec!["find", "--database-url", &url, "--user-id", "a"],
+            vec![
+                "erase",
+                "--database-url",
+                &url,
+                "--visit-id",
+                "1",
+                "--execute",
+            ],
+        ] {
+            let o = run(&args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert_eq!(stderr(&o), format!("error: {message}\n"), "{args:?}");
+        }
+        assert_eq!(db.erase_state("matomo_"), before);
+    }
+}

@@ -825,3 +825,68 @@ fn a_near_match_names_the_subject_it_is_near_and_counts_it_matched_when_erased()
         "2"
     );
 }
+
+#[test]
+fn an_id_with_4_byte_characters_finds_its_visits_stored_with_them_replaced() {
+    let db = ScratchDb::with_schema("emoji", "matomo_");
+    let d = Data::new(&db, "matomo_");
+    d.site(1, "UTC");
+    // log_visit.user_id is utf8mb4. Visit 1 holds the id as typed; visit 2 as an older Matomo,
+    // or one whose config charset is not utf8mb4, stored it: U+FFFD for the emoji, and the
+    // visitor id derived from that form. Visit 3 is another person, whose emoji differs.
+    let row = |idvisit: u32, uid: &str| {
+        format!(
+            "({idvisit}, 1, UNHEX(LEFT(SHA1('{uid}'), 16)), '2024-01-0{idvisit} 10:00:00', X'00', \
+             X'00', '{uid}', '2024-01-0{idvisit} 10:00:00', 0)"
+        )
+    };
+    db.sql(&format!(
+        "SET NAMES utf8mb4; INSERT INTO matomo_log_visit (idvisit, idsite, idvisitor, \
+         visit_last_action_time, config_id, location_ip, user_id, visit_first_action_time, \
+         visit_total_time) VALUES {}, {}, {}",
+        row(1, "ana😀x"),
+        row(2, "ana\u{FFFD}x"),
+        row(3, "ana😃x")
+    ));
+    d.visit(
+        4,
+        1,
+        Some("bob"),
+        "2024-01-04 10:00:00",
+        "2024-01-04 10:00:00",
+    );
+    assert_eq!(
+        db.scalar("SELECT HEX(user_id) FROM matomo_log_visit WHERE idvisit = 2"),
+        "616E61EFBFBD78"
+    );
+    let url = db.url();
+    for lookup in ["index", "scan"] {
+        let doc = run_json(
+            &[
+                "find",
+                "--database-url",
+                &url,
+                "--json",
+                "--user-id",
+                "ana😀x",
+                "--lookup",
+                lookup,
+            ],
+            0,
+        );
+        let found: Vec<u64> = doc["visits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["idvisit"].as_u64().unwrap())
+            .collect();
+        assert_eq!(found, [1, 2], "{lookup}: {doc}");
+    }
+    let done = erase_json(&db, &["--user-id", "ana😀x"], true);
+    assert_eq!(done["visits"], 2);
+    assert_eq!(done["verify"]["ok"], true);
+    assert_eq!(
+        db.scalar("SELECT GROUP_CONCAT(idvisit ORDER BY idvisit) FROM matomo_log_visit"),
+        "3,4"
+    );
+}
