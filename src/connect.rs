@@ -385,8 +385,12 @@ fn connect_error(e: &sqlx::Error, o: &MySqlConnectOptions) -> anyhow::Error {
                 "the server refused the login for {who}: {msg}; check the user name and password \
                  (in the URL or Matomo's config)"
             ),
+            // A wrong name is bad input, not a connection problem: the server answered.
             "1049" => {
-                format!("the database in {who} does not exist: {msg}; check the database name")
+                return usage(format!(
+                    "the database in {who} does not exist: {msg}; check the database name \
+                     (SHOW DATABASES lists the ones this user can see)"
+                ))
             }
             "1044" => format!(
                 "the user has no access to the database in {who}: {msg}; GRANT SELECT, DELETE \

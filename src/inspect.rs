@@ -71,6 +71,8 @@ pub struct Matomo {
     pub database: String,
     pub server_version: String,
     pub prefix: String,
+    /// `version_core` of the option table; the same key as in the erase receipt.
+    #[serde(rename = "matomo_version")]
     pub version: Option<String>,
     pub sites: BTreeMap<u32, Site>,
     /// Log tables in deletion order: leaves first, `log_link_visit_action` then `log_visit` last.

@@ -138,6 +138,22 @@ fn not_a_matomo_database_is_refused() {
     assert!(!err.contains("a@b.c"));
     assert_eq!(db.count("SELECT COUNT(*) FROM customers"), 1);
     assert_eq!(tables_in(&db), 1);
+
+    // A database name that does not exist is a typo to fix, not a server to reach.
+    let missing = format!("{}_missing", db.name);
+    assert_fails(
+        &[
+            "inspect",
+            "--database-url",
+            &format!("mysql://root@127.0.0.1:3306/{missing}"),
+        ],
+        2,
+        &[
+            "does not exist",
+            "check the database name",
+            "SHOW DATABASES",
+        ],
+    );
 }
 
 #[test]

@@ -157,6 +157,12 @@ fn plugin_leaf_rows_are_deleted_through_their_parents() {
         text.contains("log_form_field.idlogform -> log_form.idlogform"),
         "{text}"
     );
+    // The same key for the Matomo version as in the erase receipt.
+    let inspected = run_json(&["inspect", "--database-url", &db.url(), "--json"], 0);
+    assert_eq!(
+        inspected["matomo_version"],
+        db.scalar("SELECT option_value FROM p_option WHERE option_name = 'version_core'")
+    );
 
     let doc = erase_json(&db, &["--user-id", "leaf.subject"], true);
     assert_eq!(doc["rows"]["log_hsr_event"], 3);
