@@ -19,7 +19,7 @@ use serde::Serialize;
 use sqlx::mysql::{MySqlArguments, MySqlConnection};
 use sqlx::query::Query;
 use sqlx::{MySql, Row};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 /// Subjects resolved per index probe: one query per group of sites.
@@ -45,11 +45,13 @@ const AFTER_VISIT: usize = 5;
 const AUTO_SAMPLE: u32 = 2000;
 const AUTO_SLICES: u32 = 64;
 const AUTO_SLICE_VISITS: u32 = 64;
+/// Rounds of slices at most: each round skips the gaps in idvisit the one before found.
+const AUTO_ROUNDS: u32 = 12;
 
 fn sample_words() -> String {
     format!(
-        "newest and oldest {AUTO_SAMPLE} visits and {AUTO_SLICES} slices of {AUTO_SLICE_VISITS} \
-         visits between"
+        "newest and oldest {AUTO_SAMPLE} visits and slices of {AUTO_SLICE_VISITS} visits spread \
+         over the visits between"
     )
 }
 
@@ -279,49 +281,7 @@ pub async fn decide_lookup(
             });
         }
     }
-    // The newest and the oldest visits, and slices spread evenly over the idvisit range
-    // between them. An install upgraded from a version (or a config) that did not link the ids
-    // shows it at the old end; one that went through Matomo 3.13 or 3.14 and on to 4 shows it
-    // as a band in the middle. A user id of 200 characters may have been cut, and the visitor
-    // id comes from the uncut id, so such rows cannot be checked here. UNION keeps a visit once
-    // where the samples meet.
-    // Limitation: a band of unlinked visits narrower than the gap between two slices (1/65 of
-    // the idvisit range) can fall between them; `--lookup scan` is exact.
-    let log_visit = matomo.table("log_visit");
-    let range = sqlx::query(&format!(
-        "SELECT CAST(COALESCE(MIN(idvisit), 0) AS UNSIGNED), \
-         CAST(COALESCE(MAX(idvisit), 0) AS UNSIGNED) FROM {log_visit}"
-    ))
-    .fetch_one(&mut *conn)
-    .await?;
-    let (min, max): (u64, u64) = (range.try_get(0)?, range.try_get(1)?);
-    let mut samples = vec![
-        format!(
-            "(SELECT idvisit, idvisitor, user_id FROM {log_visit} ORDER BY idvisit DESC \
-             LIMIT {AUTO_SAMPLE})"
-        ),
-        format!(
-            "(SELECT idvisit, idvisitor, user_id FROM {log_visit} ORDER BY idvisit \
-             LIMIT {AUTO_SAMPLE})"
-        ),
-    ];
-    let span = u128::from(max - min);
-    for k in 1..=AUTO_SLICES {
-        let from = min + (span * u128::from(k) / u128::from(AUTO_SLICES + 1)) as u64;
-        samples.push(format!(
-            "(SELECT idvisit, idvisitor, user_id FROM {log_visit} WHERE idvisit >= {from} \
-             ORDER BY idvisit LIMIT {AUTO_SLICE_VISITS})"
-        ));
-    }
-    let sql = format!(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(idvisitor = UNHEX(LEFT(SHA1(user_id), 16))), 0) \
-         AS UNSIGNED) FROM ({}) s \
-         WHERE user_id IS NOT NULL AND CHAR_LENGTH(user_id) < 200",
-        samples.join(" UNION ")
-    );
-    let row = sqlx::query(&sql).fetch_one(&mut *conn).await?;
-    let with_uid: i64 = row.try_get(0)?;
-    let linked: u64 = row.try_get(1)?;
+    let (with_uid, linked) = sample_linkage(conn, &matomo.table("log_visit")).await?;
     Ok(if with_uid == 0 {
         LookupDecision {
             mode: "index",
@@ -332,7 +292,7 @@ pub async fn decide_lookup(
                 sample_words()
             ),
         }
-    } else if linked as i64 == with_uid {
+    } else if linked == with_uid {
         LookupDecision {
             mode: "index",
             reason: format!(
@@ -350,6 +310,149 @@ pub async fn decide_lookup(
             ),
         }
     })
+}
+
+/// Counts, in the sample of `--lookup auto`, the visits with a user id to measure and those
+/// whose idvisitor is derived from it.
+///
+/// The sample is the newest and the oldest visits, and slices of visits spread over the ones
+/// between. An install upgraded from a version (or a config) that did not link the ids shows
+/// it at the old end; one that went through Matomo 3.13 or 3.14 and on to 4 shows it as a band
+/// in the middle. Slices are placed by idvisit value, and idvisit can jump (an import, a raised
+/// AUTO_INCREMENT): a slice that starts in a gap reads the first visits after it, so the gap is
+/// known empty and the next round spreads its slices over the rest, until they land among
+/// visits. A user id of 200 characters may have been cut, and the visitor id comes from the
+/// uncut id, so such rows are not measured.
+///
+/// Limitation: a band of unlinked visits narrower than the space between two slices can fall
+/// between them; `--lookup scan` is exact.
+async fn sample_linkage(conn: &mut MySqlConnection, log_visit: &str) -> anyhow::Result<(u64, u64)> {
+    const MEASURE: &str = "CAST(user_id IS NOT NULL AND CHAR_LENGTH(user_id) < 200 AS SIGNED), \
+        CAST(COALESCE(idvisitor = UNHEX(LEFT(SHA1(user_id), 16)), 0) AS SIGNED)";
+    let mut sample: HashMap<u64, (bool, bool)> = HashMap::new();
+
+    let ends = sqlx::query(&format!(
+        "(SELECT 0, idvisit, {MEASURE} FROM {log_visit} ORDER BY idvisit DESC \
+         LIMIT {AUTO_SAMPLE}) UNION ALL \
+         (SELECT 0, idvisit, {MEASURE} FROM {log_visit} ORDER BY idvisit LIMIT {AUTO_SAMPLE})"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    record_sample(&mut sample, ends)?;
+    let (Some(&min), Some(&max)) = (sample.keys().min(), sample.keys().max()) else {
+        return Ok((0, 0));
+    };
+
+    // Spans [from, to) known to hold no visit, found by slices that started in them.
+    let mut empty: Vec<(u128, u128)> = Vec::new();
+    for _round in 0..AUTO_ROUNDS {
+        let unknown = unknown_spans(u128::from(min), u128::from(max) + 1, &empty);
+        let total: u128 = unknown.iter().map(|(a, b)| b - a).sum();
+        let points = spread(&unknown, total, AUTO_SLICES);
+        if points.is_empty() {
+            break;
+        }
+        let slices: Vec<String> = points
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                format!(
+                    "(SELECT {}, idvisit, {MEASURE} FROM {log_visit} WHERE idvisit >= {p} \
+                     ORDER BY idvisit LIMIT {AUTO_SLICE_VISITS})",
+                    k + 1
+                )
+            })
+            .collect();
+        let rows = sqlx::query(&slices.join(" UNION ALL "))
+            .fetch_all(&mut *conn)
+            .await?;
+        let first = record_sample(&mut sample, rows)?;
+        let mut gaps: u128 = 0;
+        for (k, p) in points.iter().enumerate() {
+            let p = u128::from(*p);
+            let next = first
+                .get(&(k as i64 + 1))
+                .map_or(u128::from(max) + 1, |f| u128::from(*f));
+            if next > p {
+                empty.push((p, next));
+                gaps += next - p;
+            }
+        }
+        // Slices that mostly landed among visits: the sample is spread over them.
+        if gaps * 2 < total {
+            break;
+        }
+    }
+
+    let with_uid = sample.values().filter(|(m, _)| *m).count() as u64;
+    let linked = sample.values().filter(|(m, l)| *m && *l).count() as u64;
+    Ok((with_uid, linked))
+}
+
+/// Adds sampled rows (slice number, idvisit, measured, linked) to the sample; returns the first
+/// idvisit each slice read.
+fn record_sample(
+    sample: &mut HashMap<u64, (bool, bool)>,
+    rows: Vec<sqlx::mysql::MySqlRow>,
+) -> anyhow::Result<BTreeMap<i64, u64>> {
+    let mut first = BTreeMap::new();
+    for r in rows {
+        let slice: i64 = r.try_get(0)?;
+        let idvisit: u64 = r.try_get(1)?;
+        let measured: i64 = r.try_get(2)?;
+        let linked: i64 = r.try_get(3)?;
+        sample.insert(idvisit, (measured == 1, linked == 1));
+        let f = first.entry(slice).or_insert(idvisit);
+        *f = (*f).min(idvisit);
+    }
+    Ok(first)
+}
+
+/// The parts of [from, to) outside the given empty spans, in order.
+fn unknown_spans(from: u128, to: u128, empty: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut cut: Vec<(u128, u128)> = empty.to_vec();
+    cut.sort();
+    let mut out = Vec::new();
+    let mut at = from;
+    for (a, b) in cut {
+        if a > at {
+            out.push((at, a.min(to)));
+        }
+        at = at.max(b);
+        if at >= to {
+            break;
+        }
+    }
+    if at < to {
+        out.push((at, to));
+    }
+    out.retain(|(a, b)| b > a);
+    out
+}
+
+/// `n` points spread evenly over the spans, whose lengths add up to `total`.
+fn spread(spans: &[(u128, u128)], total: u128, n: u32) -> Vec<u64> {
+    let mut points = Vec::new();
+    if total == 0 {
+        return points;
+    }
+    let mut span = spans.iter().peekable();
+    let mut passed: u128 = 0;
+    for j in 1..=u128::from(n) {
+        let target = total * j / (u128::from(n) + 1);
+        while let Some((a, b)) = span.peek() {
+            if passed + (b - a) > target {
+                let p = a + (target - passed);
+                if points.last() != Some(&(p as u64)) {
+                    points.push(p as u64);
+                }
+                break;
+            }
+            passed += b - a;
+            span.next();
+        }
+    }
+    points
 }
 
 /// Streams the visits of the subjects in batches. Each call to `next_batch` runs a bounded
@@ -397,7 +500,10 @@ struct ScanPass {
     /// from the uncut id, tells them apart.
     by_stored: HashMap<String, Vec<Claim>>,
     matched: Vec<bool>,
-    next: u64,
+    /// The first idvisit of the next range: a visit that exists, so that a gap in idvisit (an
+    /// import, a raised AUTO_INCREMENT) costs one step, not one per empty range. None at the end.
+    next: Option<u64>,
+    /// The newest visit when the pass began; visits tracked later are not the subjects' past.
     max: u64,
 }
 
@@ -727,19 +833,27 @@ impl<'m> Finder<'m> {
                     batch,
                     by_stored,
                     matched,
-                    next: min,
+                    next: (max > 0).then_some(min),
                     max,
                 });
             }
             let pass = self.scan_state.as_mut().expect("scan pass set above");
-            if pass.max == 0 || pass.next > pass.max {
+            let Some(start) = pass.next.filter(|n| *n <= pass.max) else {
                 let pass = self.scan_state.take().expect("scan pass set above");
                 self.note_unmatched(&pass.batch, &pass.matched);
                 continue;
-            }
-            let start = pass.next;
+            };
             let end = start.saturating_add(SCAN_RANGE - 1);
-            pass.next = end.saturating_add(1);
+            pass.next = if end >= pass.max {
+                None
+            } else {
+                sqlx::query_scalar::<_, Option<u64>>(&format!(
+                    "SELECT MIN(idvisit) FROM {} WHERE idvisit > {end}",
+                    self.matomo.table("log_visit")
+                ))
+                .fetch_one(&mut *conn)
+                .await?
+            };
             let forms: Vec<&String> = pass.by_stored.keys().collect();
             let sql = format!(
                 "SELECT {}, CAST(user_id AS BINARY), idvisitor FROM {} \
@@ -845,4 +959,18 @@ pub fn visit_row(r: &sqlx::mysql::MySqlRow) -> Result<VisitRow, sqlx::Error> {
         last_action: r.try_get(3)?,
         identity: r.try_get(4)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_skip_the_spans_known_empty_and_spread_over_the_rest() {
+        let unknown = unknown_spans(0, 100, &[(10, 20), (15, 30), (90, 200)]);
+        assert_eq!(unknown, [(0, 10), (30, 90)]);
+        let points = spread(&unknown, 70, 6);
+        assert_eq!(points, [30, 40, 50, 60, 70, 80]);
+        assert!(spread(&[], 0, 6).is_empty());
+    }
 }

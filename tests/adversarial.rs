@@ -251,6 +251,51 @@ fn unlinked_visits_in_the_middle_of_the_history_make_the_default_lookup_scan() {
     assert_eq!(visits, [4300]);
 }
 
+/// The same band of unlinked visits, but idvisit jumps: an import raised AUTO_INCREMENT, so
+/// the newest 2500 visits sit near 10^12 and one stray visit near 10^15. Slices spread over the
+/// idvisit values alone all start in the gaps and read the same visits after them; the band
+/// must still be sampled, and the scan that follows steps over the gaps (one range at a time
+/// over 10^15 ids would never end).
+#[test]
+fn gaps_in_idvisit_do_not_hide_unlinked_visits_from_the_default_lookup() {
+    let db = adv_schema("sparseids", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    let insert = |from: u64, to: u64, offset: u64, linked: bool| {
+        db.sql(&format!(
+            "INSERT INTO m_log_visit (idvisit, idsite, idvisitor, visit_last_action_time, \
+             config_id, location_ip, user_id, visit_first_action_time, visit_total_time) \
+             SELECT seq + {offset}, 1, UNHEX(LEFT(SHA1(CONCAT(IF({linked}, 'u', 'device'), seq)), \
+             16)), '2024-01-10 10:00:00', X'0102030405060708', X'7F000001', CONCAT('u', seq), \
+             '2024-01-10 09:50:00', 0 FROM mysql.seq_{from}_to_{to}"
+        ));
+    };
+    insert(1, 2000, 0, true);
+    insert(2001, 4000, 0, false);
+    insert(4001, 6000, 0, true);
+    insert(6001, 8500, 1_000_000_000_000, true);
+    insert(8501, 8501, 1_000_000_000_000_000, true);
+    let doc = run_json(
+        &[
+            "find",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "u3000",
+        ],
+        0,
+    );
+    assert_eq!(doc["lookup"]["mode"], "scan", "{}", doc["lookup"]);
+    let visits: Vec<u64> = doc["visits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["idvisit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(visits, [3000]);
+}
+
 /// Matomo's "anonymize previously tracked raw data" rewrites user_id to sha1(user_id . salt)
 /// but keeps idvisitor (reference 1.10): the visit is still personal data. The index lookup only
 /// accepts the pseudonym under the pseudonym's own idvisitor, so such visits are never found
