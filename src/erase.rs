@@ -477,29 +477,29 @@ pub async fn check_privileges(
 }
 
 async fn probe_privileges(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Result<()> {
-    let db = &matomo.database;
-    let mut probes: Vec<(String, String)> = Vec::new();
-    for t in &matomo.log_tables {
-        probes.push((
-            delete_sql(matomo, t, "NULL"),
-            format!(
-                "GRANT SELECT, DELETE ON `{db}`.`{}{}` TO <user>",
-                matomo.prefix, t.name
-            ),
-        ));
-    }
-    probes.push((
-        format!(
-            "INSERT INTO {} (option_name, option_value, autoload) SELECT 'x', '1', 0 FROM DUAL \
-             WHERE 1 = 0",
-            matomo.table("option")
-        ),
-        format!(
-            "GRANT SELECT, INSERT ON `{db}`.`{}option` TO <user>",
-            matomo.prefix
-        ),
+    let mut probes: Vec<String> = matomo
+        .log_tables
+        .iter()
+        .map(|t| delete_sql(matomo, t, "NULL"))
+        .collect();
+    probes.push(format!(
+        "INSERT INTO {} (option_name, option_value, autoload) SELECT 'x', '1', 0 FROM DUAL \
+         WHERE 1 = 0",
+        matomo.table("option")
     ));
-    run_probes(conn, probes).await
+    run_probes(conn, matomo, probes).await
+}
+
+/// Every privilege an erase needs, as the GRANT statements that give them at once. On the
+/// database, not table by table: a table-level grant hides the tables it leaves out.
+fn needed_grants(matomo: &Matomo) -> String {
+    let db = &matomo.database;
+    let p = &matomo.prefix;
+    format!(
+        "GRANT SELECT, DELETE ON `{db}`.* TO <user>; GRANT INSERT ON `{db}`.`{p}option` TO \
+         <user>; GRANT CREATE, INSERT ON `{db}`.`{p}{}` TO <user>",
+        journal::TABLE
+    )
 }
 
 /// Why the archives of periods left without visits cannot be dropped, if they cannot: the
@@ -546,7 +546,6 @@ pub async fn archive_delete_refused(
 
 /// Creates the journal table if needed and checks that rows can be written to it.
 pub async fn prepare_journal(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Result<()> {
-    let db = &matomo.database;
     let jt = format!("{}{}", matomo.prefix, journal::TABLE);
     let made = if journal::exists(conn, matomo).await? {
         Ok(())
@@ -557,9 +556,10 @@ pub async fn prepare_journal(conn: &mut MySqlConnection, matomo: &Matomo) -> any
         if let Some(sqlx_err) = e.downcast_ref::<sqlx::Error>() {
             if is_privilege_error(sqlx_err) {
                 return Err(crate::error::connection(format!(
-                    "missing privilege to create the journal table {jt}: {}; the erase needs: \
-                     GRANT CREATE ON `{db}`.`{jt}` TO <user> (or create it once as an admin)",
-                    db_message(sqlx_err)
+                    "missing privilege to create the journal table {jt}: {}; give everything \
+                     the erase needs at once: {}",
+                    db_message(sqlx_err),
+                    needed_grants(matomo)
                 )));
             }
         }
@@ -570,14 +570,7 @@ pub async fn prepare_journal(conn: &mut MySqlConnection, matomo: &Matomo) -> any
          idvisits) SELECT 'x', 'x', 0, UTC_TIMESTAMP(), 0, '', '', '' FROM DUAL WHERE 1 = 0",
         journal::table(matomo)
     );
-    run_probes(
-        conn,
-        vec![(
-            probe,
-            format!("GRANT SELECT, INSERT ON `{db}`.`{jt}` TO <user>"),
-        )],
-    )
-    .await
+    run_probes(conn, matomo, vec![probe]).await
 }
 
 fn is_privilege_error(e: &sqlx::Error) -> bool {
@@ -593,31 +586,35 @@ fn db_message(e: &sqlx::Error) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
+/// Runs write probes that change nothing (in a transaction rolled back); a refused one names
+/// the privilege the server reported and every GRANT the erase needs.
 async fn run_probes(
     conn: &mut MySqlConnection,
-    probes: Vec<(String, String)>,
+    matomo: &Matomo,
+    probes: Vec<String>,
 ) -> anyhow::Result<()> {
-    // Every probe runs, so one message names every GRANT that is missing.
     let mut tx = conn.begin().await?;
     let mut missing = Vec::new();
-    for (sql, grant) in probes {
+    for sql in probes {
         if let Err(e) = sqlx::query(&sql).execute(&mut *tx).await {
             if !is_privilege_error(&e) {
                 let _ = tx.rollback().await;
                 return Err(e.into());
             }
-            missing.push((db_message(&e), grant));
+            missing.push(db_message(&e));
         }
     }
     tx.rollback().await?;
-    if missing.is_empty() {
+    let Some(first) = missing.first() else {
         return Ok(());
-    }
-    let grants: Vec<&str> = missing.iter().map(|(_, g)| g.as_str()).collect();
+    };
+    let more = match missing.len() {
+        1 => String::new(),
+        n => format!(" (and {} more refusals)", n - 1),
+    };
     Err(crate::error::connection(format!(
-        "missing privilege: {}; the erase needs: {}",
-        missing[0].0,
-        grants.join("; ")
+        "missing privilege: {first}{more}; give everything the erase needs at once: {}",
+        needed_grants(matomo)
     )))
 }
 

@@ -81,6 +81,10 @@ pub struct Matomo {
     /// What the DBA should know before trusting the list of log tables (a grant that hides
     /// tables); every plan, receipt and report repeats these.
     pub warnings: Vec<String>,
+    /// Why tables of the database may be hidden from this user (grants on single tables only):
+    /// erasing and verifying are refused then, since neither could see every log table.
+    #[serde(skip)]
+    pub hidden_tables: Option<String>,
     /// `log_visit.user_id` character set.
     pub user_id_charset: String,
     /// Matomo's "pseudonymise user ids" option is on now.
@@ -143,10 +147,8 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
         .await
         .map_err(|e| not_matomo(&database, &prefix, &e))?;
     let (log_tables, untouched, user_id_charset) = read_log_tables(conn, &prefix).await?;
-    let warnings: Vec<String> = hidden_tables_warning(conn, &database)
-        .await
-        .into_iter()
-        .collect();
+    let hidden_tables = hidden_tables_warning(conn, &database).await;
+    let warnings: Vec<String> = hidden_tables.iter().cloned().collect();
 
     let salt: Option<String> = sqlx::query_scalar(&format!(
         "SELECT option_value FROM {} WHERE option_name = 'useridsalt'",
@@ -174,6 +176,7 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
         log_tables,
         untouched,
         warnings,
+        hidden_tables,
         user_id_charset,
         pseudonymisation_on: pseudonymisation_on.as_deref() == Some("1"),
     })
@@ -293,8 +296,9 @@ async fn hidden_tables_warning(conn: &mut MySqlConnection, database: &str) -> Op
     );
     Some(format!(
         "the user {account} has SELECT on single tables of {database} only: the server hides \
-         every other table from it, so a log table it was not granted (a plugin's, say) is never \
-         erased although it may hold visitor data; give GRANT SELECT, DELETE ON {}.* TO {account}",
+         every other table from it, so a log table it was not granted (a plugin's, say) cannot \
+         be seen although it may hold visitor data, and erase --execute and verify are refused; \
+         give GRANT SELECT, DELETE ON {}.* TO {account}",
         ident(database)
     ))
 }

@@ -440,6 +440,13 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         return print_erase(cli, &report);
     }
 
+    if let Some(why) = &matomo.hidden_tables {
+        return Err(crate::error::connection(format!(
+            "refusing to erase: {why}; erasing with a partial view would leave the subjects' \
+             rows in the hidden tables and then report them gone"
+        )));
+    }
+
     // Nothing is written, not even the journal table, while the throttle says wait; the
     // privilege probes wait too, since they take the write locks of the log tables.
     let stop_flag = Arc::new(AtomicBool::new(false));
@@ -1167,6 +1174,11 @@ async fn verify_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {
         run_key,
         ..
     } = prepare(cli, args).await?;
+    if let Some(why) = &matomo.hidden_tables {
+        return Err(crate::error::connection(format!(
+            "cannot verify: {why}; a table this user cannot see cannot be checked"
+        )));
+    }
     let mut finder = Finder::new(&matomo, subjects.clone(), &decision);
     let v = verify::verify(&mut conn, &matomo, &run_key, &mut finder).await?;
     connect::close(conn).await;

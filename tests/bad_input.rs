@@ -232,8 +232,10 @@ fn missing_delete_privilege_names_the_grant_and_changes_nothing() {
         3,
         &[
             "missing privilege",
-            "GRANT SELECT, DELETE ON",
-            "matomo_log_",
+            "give everything the erase needs at once: GRANT SELECT, DELETE ON `",
+            "`.* TO <user>; GRANT INSERT ON `",
+            "`.`matomo_option` TO <user>; GRANT CREATE, INSERT ON `",
+            "`.`matomo_matomo_erase_journal` TO <user>",
         ],
     );
     assert!(!err.contains(&format!("pw{user}")));
@@ -652,9 +654,9 @@ fn grants_on_single_tables_warn_that_the_others_are_invisible_and_name_the_grant
     let url = format!("mysql://{user}:pw{user}@127.0.0.1:3306/{}", db.name);
     let warning = format!(
         "the user '{user}'@'127.0.0.1' has SELECT on single tables of {0} only: the server hides \
-         every other table from it, so a log table it was not granted (a plugin's, say) is never \
-         erased although it may hold visitor data; give GRANT SELECT, DELETE ON `{0}`.* TO \
-         '{user}'@'127.0.0.1'",
+         every other table from it, so a log table it was not granted (a plugin's, say) cannot \
+         be seen although it may hold visitor data, and erase --execute and verify are refused; \
+         give GRANT SELECT, DELETE ON `{0}`.* TO '{user}'@'127.0.0.1'",
         db.name
     );
 
@@ -683,6 +685,41 @@ fn grants_on_single_tables_warn_that_the_others_are_invisible_and_name_the_grant
         0,
     );
     assert_eq!(found["warnings"], serde_json::json!([warning]));
+
+    // Erasing or verifying with a partial view would report the hidden tables' rows gone.
+    let before = db.checksums(&["matomo_log_visit", "matomo_log_link_visit_action"], &[]);
+    let erase = run(&[
+        "erase",
+        "--database-url",
+        &url,
+        "--user-id",
+        "ann",
+        "--execute",
+    ]);
+    assert_eq!(erase.status.code(), Some(3), "{}", stderr(&erase));
+    assert!(
+        stderr(&erase).contains("refusing to erase") && stderr(&erase).contains("GRANT SELECT"),
+        "{}",
+        stderr(&erase)
+    );
+    assert_eq!(
+        db.checksums(&["matomo_log_visit", "matomo_log_link_visit_action"], &[]),
+        before
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name LIKE '%matomo\\_erase\\_journal'"
+        ),
+        0
+    );
+    let verify = run(&["verify", "--database-url", &url, "--user-id", "ann"]);
+    assert_eq!(verify.status.code(), Some(3), "{}", stderr(&verify));
+    assert!(
+        stderr(&verify).contains("cannot verify"),
+        "{}",
+        stderr(&verify)
+    );
     assert!(
         !stdout(&o).contains(&format!("pw{user}")) && !stderr(&o).contains(&format!("pw{user}"))
     );
