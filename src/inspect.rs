@@ -132,7 +132,7 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
     let server_version: String = row.try_get(1)?;
     let database = database.unwrap_or_default();
 
-    let prefix = find_prefix(conn, &database, prefix).await?;
+    let (prefix, installs) = find_prefix(conn, &database, prefix).await?;
     let p = |t: &str| ident(&format!("{prefix}{t}"));
 
     let version: Option<String> = sqlx::query_scalar(&format!(
@@ -146,7 +146,8 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
     let sites = read_sites(conn, &p("site"))
         .await
         .map_err(|e| not_matomo(&database, &prefix, &e))?;
-    let (log_tables, untouched, user_id_charset) = read_log_tables(conn, &prefix).await?;
+    let (log_tables, untouched, user_id_charset) =
+        read_log_tables(conn, &prefix, &installs).await?;
     let hidden_tables = hidden_tables_warning(conn, &database).await;
     let warnings: Vec<String> = hidden_tables.iter().cloned().collect();
 
@@ -194,7 +195,7 @@ async fn find_prefix(
     conn: &mut MySqlConnection,
     database: &str,
     wanted: Option<&str>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Vec<String>)> {
     // An install is a prefix with both a log_visit and an option table; a copy of log_visit
     // alone (a backup, a benchmark's saved rows) is not one.
     let names: Vec<String> = sqlx::query_scalar(
@@ -217,7 +218,7 @@ async fn find_prefix(
             .join(", ")
     };
     match wanted {
-        Some(w) if found.iter().any(|f| f == w) => Ok(w.to_owned()),
+        Some(w) if found.iter().any(|f| f == w) => Ok((w.to_owned(), found)),
         Some(w) if found.is_empty() => Err(usage(format!(
             "database {database:?} has no Matomo log tables (no table {w}log_visit, nor any \
              other *log_visit); is this the Matomo database?"
@@ -227,7 +228,7 @@ async fn find_prefix(
              prefixes found: {}; pass one with --prefix",
             shown()
         ))),
-        None if found.len() == 1 => Ok(found[0].clone()),
+        None if found.len() == 1 => Ok((found[0].clone(), found)),
         None if found.is_empty() => Err(usage(format!(
             "database {database:?} has no Matomo log tables (no table named *log_visit); is \
              this the Matomo database?"
@@ -485,7 +486,17 @@ struct ColumnInfo {
 async fn read_log_tables(
     conn: &mut MySqlConnection,
     prefix: &str,
+    installs: &[String],
 ) -> anyhow::Result<(Vec<LogTable>, Vec<Untouched>, String)> {
+    // A table is this install's when no other install's longer prefix claims it: with the
+    // prefixes "" and "log_b_", `log_b_log_visit` matches `log\_%` but is the other's.
+    let ours = |table: &str| -> Option<String> {
+        let name = table.strip_prefix(prefix)?;
+        let other = installs.iter().any(|q| {
+            q.len() > prefix.len() && q.starts_with(prefix) && table.starts_with(q.as_str())
+        });
+        (!other).then(|| name.to_owned())
+    };
     let pattern = format!("{}log\\_%", like_escape(prefix));
     let mut info = ColumnInfo {
         columns: HashMap::new(),
@@ -521,9 +532,10 @@ async fn read_log_tables(
     .collect();
     for r in rows {
         let table: String = r.try_get(0)?;
-        let Some(name) = table.strip_prefix(prefix) else {
+        let Some(name) = ours(&table) else {
             continue;
         };
+        let name = name.as_str();
         let column: String = r.try_get(1)?;
         if name == "log_visit" && column == "user_id" {
             if let Some(cs) = r.try_get::<Option<String>, _>(2)? {
@@ -548,9 +560,10 @@ async fn read_log_tables(
     let mut pk_columns: HashMap<String, Vec<String>> = HashMap::new();
     for r in rows {
         let table: String = r.try_get(0)?;
-        let Some(name) = table.strip_prefix(prefix) else {
+        let Some(name) = ours(&table) else {
             continue;
         };
+        let name = name.as_str();
         let index: String = r.try_get(1)?;
         let column: String = r.try_get(2)?;
         let seq: i64 = r

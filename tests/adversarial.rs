@@ -1537,6 +1537,65 @@ fn two_installs_views_and_odd_log_tables_stay_isolated() {
     assert_eq!(journal_tables(&db), 1);
 }
 
+/// An install without a prefix next to one whose prefix starts with `log_` (`log_b_`): every
+/// table of the second matches `log_%`, so `log_b_log_visit` looked like a log table of the
+/// first, and erasing the first install's visit 1 deleted the second install's visit 1.
+#[test]
+fn an_install_whose_prefix_starts_with_log_is_not_part_of_the_unprefixed_one() {
+    let db = adv_db("logprefix");
+    db.load_schema("");
+    db.load_schema("log_b_");
+    for p in ["", "log_b_"] {
+        let d = Data::new(&db, p);
+        d.site(1, "UTC");
+        let who = if p.is_empty() { "alice" } else { "bob" };
+        d.visit(
+            1,
+            1,
+            Some(who),
+            "2024-01-10 10:00:00",
+            "2024-01-10 10:05:00",
+        );
+        d.action(1, "2024-01-10 10:00:00");
+    }
+    let other: Vec<&str> = vec![
+        "log_b_log_visit",
+        "log_b_log_link_visit_action",
+        "log_b_option",
+    ];
+    let before = db.checksums(&other, &[]);
+    let doc = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--prefix",
+            "",
+            "--json",
+            "--user-id",
+            "alice",
+            "--execute",
+        ],
+        0,
+    );
+    assert_eq!(doc["visits"], 1);
+    assert!(
+        doc["rows"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|t| !t.starts_with("log_b_")),
+        "{}",
+        doc["rows"]
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM log_visit"), 0);
+    assert_eq!(
+        db.checksums(&other, &[]),
+        before,
+        "the other install changed"
+    );
+}
+
 /// No raw user id (typed or as stored) and no password in any output of any command, even at
 /// -vv, for ids with quotes, angle brackets, emoji, tabs and backslashes.
 #[test]
