@@ -8,7 +8,7 @@
 //! of visits that `select` found, never by `idvisitor` or `user_id`.
 
 use crate::connect::{self, Target};
-use crate::inspect::{LogTable, Matomo, Reach};
+use crate::inspect::{Hop, LogTable, Matomo, Reach};
 use crate::invalidate::{self, Notes, SiteDay, SitePeriod};
 use crate::journal::{self, Entry};
 use crate::select::{visit_row, VisitRow, VISIT_COLUMNS};
@@ -18,7 +18,7 @@ use crate::sql::{
 use crate::throttle::WritesetLimit;
 use serde::Serialize;
 use sqlx::mysql::MySqlConnection;
-use sqlx::Connection;
+use sqlx::{Connection, Row};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -67,30 +67,29 @@ async fn delete_rows(
         return Ok(sqlx::query(&sql).execute(&mut *conn).await?.rows_affected());
     };
     let k = path.len();
-    let mut keys: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT DISTINCT CAST({} AS CHAR) FROM {} WHERE idvisit IN ({ids})",
-        ident(&path[k - 1].column),
-        matomo.table(&path[k - 1].parent)
-    ))
-    .fetch_all(&mut *conn)
+    let mut keys = read_keys(
+        conn,
+        &path[k - 1],
+        &format!(
+            "{} WHERE idvisit IN ({ids})",
+            matomo.table(&path[k - 1].parent)
+        ),
+        &[],
+        &path[k - 1],
+    )
     .await?;
     // Key lists are bound in slices, well under the protocol's 65,535 parameters.
     const SLICE: usize = 10_000;
     for i in (0..k - 1).rev() {
         let mut next = Vec::new();
         for part in keys.chunks(SLICE) {
-            let sql = format!(
-                "SELECT DISTINCT CAST({} AS CHAR) FROM {} WHERE {} IN ({})",
-                ident(&path[i].column),
+            let from = format!(
+                "{} WHERE {} IN ({})",
                 matomo.table(&path[i].parent),
                 ident(&path[i + 1].column),
                 crate::sql::placeholders(part.len())
             );
-            let mut q = sqlx::query_scalar::<_, String>(&sql);
-            for key in part {
-                q = q.bind(key);
-            }
-            next.extend(q.fetch_all(&mut *conn).await?);
+            next.extend(read_keys(conn, &path[i], &from, part, &path[i + 1]).await?);
         }
         keys = next;
     }
@@ -102,13 +101,59 @@ async fn delete_rows(
             ident(&path[0].column),
             crate::sql::placeholders(part.len())
         );
-        let mut q = sqlx::query(&sql);
-        for key in part {
-            q = q.bind(key);
-        }
-        deleted += q.execute(&mut *conn).await?.rows_affected();
+        deleted += bind_keys(sqlx::query(&sql), part, &path[0])
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     }
     Ok(deleted)
+}
+
+/// The distinct values of a hop's column in `from` (a table and its WHERE), with `bound` keys
+/// of the hop `bound_hop` bound to the placeholders. Read as bytes for a column of bytes, else
+/// as text: the server converts text to the column's type, so an integer key is found through
+/// its index.
+async fn read_keys(
+    conn: &mut MySqlConnection,
+    hop: &Hop,
+    from: &str,
+    bound: &[Vec<u8>],
+    bound_hop: &Hop,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let cast = if hop.binary { "BINARY" } else { "CHAR" };
+    let sql = format!(
+        "SELECT DISTINCT CAST({} AS {cast}) FROM {from}",
+        ident(&hop.column)
+    );
+    let q = bind_keys(sqlx::query(&sql), bound, bound_hop);
+    let rows = q.fetch_all(&mut *conn).await?;
+    // A NULL (a key column that allows it) matches nothing and is left out.
+    let mut keys = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let key = if hop.binary {
+            r.try_get::<Option<Vec<u8>>, _>(0)?
+        } else {
+            r.try_get::<Option<String>, _>(0)?.map(String::into_bytes)
+        };
+        keys.extend(key);
+    }
+    Ok(keys)
+}
+
+/// Binds keys of a hop: as bytes for a column of bytes, else as the text they were read as.
+fn bind_keys<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    keys: &'q [Vec<u8>],
+    hop: &Hop,
+) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+    for key in keys {
+        q = if hop.binary {
+            q.bind(key.as_slice())
+        } else {
+            q.bind(String::from_utf8_lossy(key).into_owned())
+        };
+    }
+    q
 }
 
 fn delete_sql(matomo: &Matomo, t: &LogTable, ids: &str) -> String {

@@ -28,6 +28,10 @@ pub struct Site {
 pub struct Hop {
     pub column: String,
     pub parent: String,
+    /// The column holds bytes (BINARY, VARBINARY, BLOB) in either table: its values are read
+    /// and bound as bytes, since as text, bytes that are not UTF-8 would never match.
+    #[serde(skip)]
+    pub binary: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -479,6 +483,8 @@ async fn read_sites(
 
 struct ColumnInfo {
     columns: HashMap<String, BTreeSet<String>>,
+    /// (table, column) of the columns that hold bytes.
+    binary: BTreeSet<(String, String)>,
     single_pk: HashMap<String, String>,
     indexed_first: HashMap<String, BTreeSet<String>>,
 }
@@ -500,6 +506,7 @@ async fn read_log_tables(
     let pattern = format!("{}log\\_%", like_escape(prefix));
     let mut info = ColumnInfo {
         columns: HashMap::new(),
+        binary: BTreeSet::new(),
         single_pk: HashMap::new(),
         indexed_first: HashMap::new(),
     };
@@ -518,7 +525,7 @@ async fn read_log_tables(
     .collect();
     let rows: Vec<_> = sqlx::query(
         "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR), \
-                CAST(character_set_name AS CHAR) \
+                CAST(character_set_name AS CHAR), CAST(data_type AS CHAR) \
          FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name LIKE ?",
     )
     .bind(&pattern)
@@ -541,6 +548,13 @@ async fn read_log_tables(
             if let Some(cs) = r.try_get::<Option<String>, _>(2)? {
                 user_id_charset = cs;
             }
+        }
+        let data_type: String = r.try_get::<Option<String>, _>(3)?.unwrap_or_default();
+        if matches!(
+            data_type.to_ascii_lowercase().as_str(),
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
+        ) {
+            info.binary.insert((name.to_owned(), column.clone()));
         }
         info.columns
             .entry(name.to_owned())
@@ -683,9 +697,13 @@ fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
                         unresolved.extend(candidates.into_iter().cloned());
                         return None;
                     };
+                    let binary = [*name, parent]
+                        .iter()
+                        .any(|t| info.binary.contains(&((*t).clone(), (*col).clone())));
                     let mut path = vec![Hop {
                         column: col.clone(),
                         parent: parent.clone(),
+                        binary,
                     }];
                     if let Reach::Through { path: rest } = &reach[parent] {
                         path.extend(rest.iter().cloned());
@@ -771,6 +789,7 @@ mod tests {
     fn info(tables: &[(&str, &[&str], Option<&str>)]) -> ColumnInfo {
         let mut i = ColumnInfo {
             columns: HashMap::new(),
+            binary: BTreeSet::new(),
             single_pk: HashMap::new(),
             indexed_first: HashMap::new(),
         };
@@ -880,11 +899,13 @@ mod tests {
                 path: vec![
                     Hop {
                         column: "idhsrevent".into(),
-                        parent: "log_hsr_event".into()
+                        parent: "log_hsr_event".into(),
+                        binary: false,
                     },
                     Hop {
                         column: "idloghsr".into(),
-                        parent: "log_hsr".into()
+                        parent: "log_hsr".into(),
+                        binary: false,
                     },
                 ]
             }
@@ -915,7 +936,8 @@ mod tests {
             Reach::Through {
                 path: vec![Hop {
                     column: "idloghsr".into(),
-                    parent: "log_hsr".into()
+                    parent: "log_hsr".into(),
+                    binary: false,
                 }]
             }
         );

@@ -1228,6 +1228,65 @@ fn a_copy_of_a_plugin_table_never_becomes_the_parent_of_its_leaves() {
     assert_eq!(db.count("SELECT COUNT(*) FROM m_log_backup_hsr"), 0);
 }
 
+/// A plugin links its leaf to its parent by a BINARY key whose bytes are not UTF-8. Read as
+/// text, such keys matched nothing: the subject's leaf rows stayed while the plan counted them
+/// and verify passed.
+#[test]
+fn a_leaf_linked_by_binary_keys_is_erased_exactly() {
+    let db = adv_schema("binkey", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    d.visit(
+        5,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    d.visit(
+        6,
+        1,
+        Some("gus"),
+        "2024-01-10 11:00:00",
+        "2024-01-10 11:00:00",
+    );
+    db.sql(
+        "CREATE TABLE m_log_blob (idblob BINARY(16) PRIMARY KEY, idvisit BIGINT UNSIGNED NOT NULL); \
+         CREATE TABLE m_log_blob_part (idpart INT PRIMARY KEY, idblob BINARY(16) NOT NULL); \
+         INSERT INTO m_log_blob VALUES (UNHEX('FFEE00112233445566778899AABBCCDD'), 5), \
+           (UNHEX('FFEE00112233445566778899AABBCCDE'), 6); \
+         INSERT INTO m_log_blob_part VALUES (100, UNHEX('FFEE00112233445566778899AABBCCDD')), \
+           (200, UNHEX('FFEE00112233445566778899AABBCCDE'))",
+    );
+    let plan = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "fay",
+        ],
+        0,
+    );
+    assert_eq!(plan["rows"]["log_blob_part"], 1);
+    let doc = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "fay",
+            "--execute",
+        ],
+        0,
+    );
+    assert_eq!(doc["rows"]["log_blob_part"], 1);
+    assert_eq!(db.sql("SELECT idpart FROM m_log_blob_part"), "200\n");
+    assert_eq!(db.count("SELECT COUNT(*) FROM m_log_blob"), 1);
+}
+
 /// Two tables share the primary key column a leaf links by and neither name is a prefix of the
 /// leaf's: the tool cannot tell which one is the parent, so it leaves the leaf alone and says
 /// why instead of guessing.
