@@ -107,6 +107,21 @@ impl Matomo {
         self.sites.get(&idsite).and_then(|s| s.tz.as_ref())
     }
 
+    /// `log_visit.user_id` as utf8mb4 text. Matomo sends UTF-8 and the server converts it to
+    /// the column's character set, so a latin1 column holds `é` as one latin1 byte: compared
+    /// and hashed as stored, it would never equal the id as the application sent it.
+    pub fn user_id_text(&self) -> &'static str {
+        if self
+            .user_id_charset
+            .to_ascii_lowercase()
+            .starts_with("utf8")
+        {
+            "user_id"
+        } else {
+            "CONVERT(user_id USING utf8mb4)"
+        }
+    }
+
     pub fn has_table(&self, unprefixed: &str) -> bool {
         self.log_tables.iter().any(|t| t.name == unprefixed)
     }

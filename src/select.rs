@@ -281,7 +281,7 @@ pub async fn decide_lookup(
             });
         }
     }
-    let (with_uid, linked) = sample_linkage(conn, &matomo.table("log_visit")).await?;
+    let (with_uid, linked) = sample_linkage(conn, matomo).await?;
     Ok(if with_uid == 0 {
         LookupDecision {
             mode: "index",
@@ -326,15 +326,19 @@ pub async fn decide_lookup(
 ///
 /// Limitation: a band of unlinked visits narrower than the space between two slices can fall
 /// between them; `--lookup scan` is exact.
-async fn sample_linkage(conn: &mut MySqlConnection, log_visit: &str) -> anyhow::Result<(u64, u64)> {
-    const MEASURE: &str = "CAST(user_id IS NOT NULL AND CHAR_LENGTH(user_id) < 200 AS SIGNED), \
-        CAST(COALESCE(idvisitor = UNHEX(LEFT(SHA1(user_id), 16)), 0) AS SIGNED)";
+async fn sample_linkage(conn: &mut MySqlConnection, matomo: &Matomo) -> anyhow::Result<(u64, u64)> {
+    let log_visit = matomo.table("log_visit");
+    let measure = format!(
+        "CAST(user_id IS NOT NULL AND CHAR_LENGTH(user_id) < 200 AS SIGNED), \
+         CAST(COALESCE(idvisitor = UNHEX(LEFT(SHA1({uid}), 16)), 0) AS SIGNED)",
+        uid = matomo.user_id_text()
+    );
     let mut sample: HashMap<u64, (bool, bool)> = HashMap::new();
 
     let ends = sqlx::query(&format!(
-        "(SELECT 0, idvisit, {MEASURE} FROM {log_visit} ORDER BY idvisit DESC \
+        "(SELECT 0, idvisit, {measure} FROM {log_visit} ORDER BY idvisit DESC \
          LIMIT {AUTO_SAMPLE}) UNION ALL \
-         (SELECT 0, idvisit, {MEASURE} FROM {log_visit} ORDER BY idvisit LIMIT {AUTO_SAMPLE})"
+         (SELECT 0, idvisit, {measure} FROM {log_visit} ORDER BY idvisit LIMIT {AUTO_SAMPLE})"
     ))
     .fetch_all(&mut *conn)
     .await?;
@@ -357,7 +361,7 @@ async fn sample_linkage(conn: &mut MySqlConnection, log_visit: &str) -> anyhow::
             .enumerate()
             .map(|(k, p)| {
                 format!(
-                    "(SELECT {}, idvisit, {MEASURE} FROM {log_visit} WHERE idvisit >= {p} \
+                    "(SELECT {}, idvisit, {measure} FROM {log_visit} WHERE idvisit >= {p} \
                      ORDER BY idvisit LIMIT {AUTO_SLICE_VISITS})",
                     k + 1
                 )
@@ -769,9 +773,10 @@ impl<'m> Finder<'m> {
         let per_query = (4000 / idvisitors.len()).max(1);
         for group in sites.chunks(per_query) {
             let sql = format!(
-                "SELECT {}, idvisitor, CAST(user_id AS BINARY) FROM {} \
+                "SELECT {}, idvisitor, CAST({} AS BINARY) FROM {} \
                  WHERE idsite IN ({}) AND idvisitor IN ({}){}",
                 VISIT_COLUMNS,
+                self.matomo.user_id_text(),
                 self.matomo.table("log_visit"),
                 int_list(group),
                 placeholders(idvisitors.len()),
@@ -856,13 +861,14 @@ impl<'m> Finder<'m> {
             };
             let forms: Vec<&String> = pass.by_stored.keys().collect();
             let sql = format!(
-                "SELECT {}, CAST(user_id AS BINARY), idvisitor FROM {} \
-                 WHERE idvisit BETWEEN {start} AND {end} AND user_id IN ({}){}{}",
+                "SELECT {}, CAST({uid} AS BINARY), idvisitor FROM {} \
+                 WHERE idvisit BETWEEN {start} AND {end} AND {uid} IN ({}){}{}",
                 VISIT_COLUMNS,
                 self.matomo.table("log_visit"),
                 placeholders(forms.len()),
                 self.site_clause,
-                self.time_clause
+                self.time_clause,
+                uid = self.matomo.user_id_text(),
             );
             let mut q: Query<'_, MySql, MySqlArguments> = sqlx::query(&sql);
             for f in &forms {

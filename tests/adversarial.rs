@@ -1812,6 +1812,60 @@ fn wildcards_backslashes_emoji_and_spaces_match_byte_exactly() {
     assert_eq!(db.count("SELECT COUNT(*) FROM m_log_visit"), 7);
 }
 
+/// A server whose default character set was latin1 made `log_visit.user_id` latin1: `josé` is
+/// stored as latin1 bytes. Read as raw bytes it was never UTF-8, so the visit was never found
+/// (by index or scan), and a scan for an id with a character latin1 lacks failed on a mix of
+/// collations.
+#[test]
+fn user_ids_in_a_latin1_column_are_found_as_the_application_sent_them() {
+    let db = adv_schema("latin1", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    db.sql("ALTER TABLE m_log_visit MODIFY user_id VARCHAR(200) CHARACTER SET latin1 NULL");
+    // As Matomo stores it: the visitor id from the UTF-8 id, the column converting to latin1.
+    db.sql(
+        "SET NAMES utf8mb4; INSERT INTO m_log_visit (idvisit, idsite, idvisitor, \
+         visit_last_action_time, config_id, location_ip, user_id, visit_first_action_time, \
+         visit_total_time) VALUES (1, 1, UNHEX(LEFT(SHA1(_utf8mb4'josé'), 16)), \
+         '2024-01-10 10:00:00', X'0102030405060708', X'7F000001', 'josé', \
+         '2024-01-10 10:00:00', 0), (2, 1, UNHEX(LEFT(SHA1('jose'), 16)), \
+         '2024-01-10 10:00:00', X'0102030405060708', X'7F000001', 'jose', \
+         '2024-01-10 10:00:00', 0)",
+    );
+    for lookup in ["index", "scan", "auto"] {
+        let visits = found_visits(&db.url(), &["--user-id", "josé", "--lookup", lookup]);
+        assert_eq!(visits, set(&[1]), "--lookup {lookup}");
+    }
+    let doc = run_json(
+        &[
+            "find",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "zoë😀",
+            "--lookup",
+            "scan",
+        ],
+        0,
+    );
+    assert_eq!(doc["visits"].as_array().unwrap().len(), 0);
+    let erased = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "josé",
+            "--execute",
+        ],
+        0,
+    );
+    assert_eq!(erased["visits"], 1);
+    assert_eq!(db.sql("SELECT idvisit FROM m_log_visit"), "2\n");
+}
+
 /// Malformed input files (binary, NUL-only line, out-of-range or negative visit ids, a
 /// directory) are refused with exit 2 before anything is written, journal included.
 #[test]
