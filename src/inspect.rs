@@ -89,6 +89,10 @@ pub struct Matomo {
     /// erasing and verifying are refused then, since neither could see every log table.
     #[serde(skip)]
     pub hidden_tables: Option<String>,
+    /// Why a chunk could not be one transaction (a log table on MyISAM, say): erasing is
+    /// refused then.
+    #[serde(skip)]
+    pub cannot_roll_back: Option<String>,
     /// `log_visit.user_id` character set.
     pub user_id_charset: String,
     /// Matomo's "pseudonymise user ids" option is on now.
@@ -165,10 +169,24 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
     let sites = read_sites(conn, &p("site"))
         .await
         .map_err(|e| not_matomo(&database, &prefix, &e))?;
-    let (log_tables, untouched, user_id_charset) =
-        read_log_tables(conn, &prefix, &installs).await?;
+    let LogTables {
+        tables: log_tables,
+        untouched,
+        user_id_charset,
+        non_transactional,
+    } = read_log_tables(conn, &prefix, &installs).await?;
     let hidden_tables = hidden_tables_warning(conn, &database).await;
-    let warnings: Vec<String> = hidden_tables.iter().cloned().collect();
+    let mut warnings: Vec<String> = hidden_tables.iter().cloned().collect();
+    let cannot_roll_back = (!non_transactional.is_empty()).then(|| {
+        format!(
+            "log tables {} cannot roll back: a chunk that fails part-way would stay half done \
+             there, and erase --execute is refused; convert each first, e.g. ALTER TABLE {} \
+             ENGINE=InnoDB",
+            non_transactional.join(", "),
+            non_transactional[0].split(' ').next().unwrap_or_default()
+        )
+    });
+    warnings.extend(cannot_roll_back.clone());
 
     let salt: Option<String> = sqlx::query_scalar(&format!(
         "SELECT option_value FROM {} WHERE option_name = 'useridsalt'",
@@ -197,6 +215,7 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
         untouched,
         warnings,
         hidden_tables,
+        cannot_roll_back,
         user_id_charset,
         pseudonymisation_on: pseudonymisation_on.as_deref() == Some("1"),
     })
@@ -508,7 +527,7 @@ async fn read_log_tables(
     conn: &mut MySqlConnection,
     prefix: &str,
     installs: &[String],
-) -> anyhow::Result<(Vec<LogTable>, Vec<Untouched>, String)> {
+) -> anyhow::Result<LogTables> {
     // A table is this install's when no other install's longer prefix claims it: with the
     // prefixes "" and "log_b_", `log_b_log_visit` matches `log\_%` but is the other's.
     let ours = |table: &str| -> Option<String> {
@@ -529,15 +548,18 @@ async fn read_log_tables(
 
     // Reading information_schema.columns joined to .tables makes the server open every table
     // for its statistics (tens of milliseconds on big tables); two plain reads do not.
-    let base_tables: BTreeSet<String> = sqlx::query_scalar::<_, String>(
-        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+    let mut base_tables: BTreeMap<String, String> = BTreeMap::new();
+    for r in sqlx::query(
+        "SELECT CAST(table_name AS CHAR), CAST(engine AS CHAR) FROM information_schema.tables \
          WHERE table_schema = DATABASE() AND table_name LIKE ? AND table_type = 'BASE TABLE'",
     )
     .bind(&pattern)
     .fetch_all(&mut *conn)
     .await?
-    .into_iter()
-    .collect();
+    {
+        let engine: Option<String> = r.try_get(1)?;
+        base_tables.insert(r.try_get(0)?, engine.unwrap_or_default());
+    }
     let rows: Vec<_> = sqlx::query(
         "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR), \
                 CAST(character_set_name AS CHAR), CAST(data_type AS CHAR) \
@@ -549,7 +571,7 @@ async fn read_log_tables(
     .into_iter()
     .filter(|r| {
         r.try_get::<String, _>(0)
-            .is_ok_and(|t| base_tables.contains(&t))
+            .is_ok_and(|t| base_tables.contains_key(&t))
     })
     .collect();
     for r in rows {
@@ -638,7 +660,34 @@ async fn read_log_tables(
         )));
     }
     let (tables, untouched) = classify(&info);
-    Ok((tables, untouched, user_id_charset))
+
+    // A chunk is one transaction only where every table it deletes from can roll back.
+    let non_transactional = tables
+        .iter()
+        .filter_map(|t| {
+            let full = format!("{prefix}{}", t.name);
+            let engine = base_tables.get(&full)?;
+            let rolls_back = ["innodb", "rocksdb", "tokudb"]
+                .iter()
+                .any(|e| engine.eq_ignore_ascii_case(e));
+            (!rolls_back).then(|| format!("{} (ENGINE={engine})", ident(&full)))
+        })
+        .collect();
+    Ok(LogTables {
+        tables,
+        untouched,
+        user_id_charset,
+        non_transactional,
+    })
+}
+
+/// What `read_log_tables` found.
+struct LogTables {
+    tables: Vec<LogTable>,
+    untouched: Vec<Untouched>,
+    user_id_charset: String,
+    /// Log tables, quoted and prefixed, whose engine cannot roll back, with the engine.
+    non_transactional: Vec<String>,
 }
 
 /// The columns of `log_visit` that matomo-erase reads, with the Piwik version that added each

@@ -446,6 +446,9 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
              rows in the hidden tables and then report them gone"
         )));
     }
+    if let Some(why) = &matomo.cannot_roll_back {
+        return Err(crate::error::usage(format!("refusing to erase: {why}")));
+    }
 
     // Nothing is written, not even the journal table, while the throttle says wait; the
     // privilege probes wait too, since they take the write locks of the log tables.

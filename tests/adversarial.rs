@@ -1287,6 +1287,63 @@ fn a_leaf_linked_by_binary_keys_is_erased_exactly() {
     assert_eq!(db.count("SELECT COUNT(*) FROM m_log_blob"), 1);
 }
 
+/// An old install kept `log_hsr` on MyISAM. A chunk that failed after deleting from it (a lock
+/// wait on another table) rolled back everything but that table, and the leaf rows joined
+/// through it could never be reached again. Such a table is named and erasing refused.
+#[test]
+fn a_log_table_that_cannot_roll_back_is_named_and_erasing_refused() {
+    let db = adv_schema("myisam", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    d.visit(
+        5,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    db.sql(
+        "ALTER TABLE m_log_hsr ENGINE=MyISAM; \
+         INSERT INTO m_log_hsr (idloghsr, idsite, idvisit, idhsrview, server_time) VALUES \
+         (1, 1, 5, 'aaaaaa', '2024-01-10 10:00:00'); \
+         INSERT INTO m_log_hsr_event (idhsrevent, idloghsr) VALUES (10, 1)",
+    );
+    let (_, before) = whole_db(&db);
+    let plan = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--json",
+            "--user-id",
+            "fay",
+        ],
+        0,
+    );
+    let warnings = plan["warnings"].to_string();
+    assert!(
+        warnings.contains("`m_log_hsr` (ENGINE=MyISAM)"),
+        "{warnings}"
+    );
+    let o = run(&[
+        "erase",
+        "--database-url",
+        &db.url(),
+        "--user-id",
+        "fay",
+        "--execute",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot roll back")
+            && stderr(&o).contains("ALTER TABLE `m_log_hsr` ENGINE=InnoDB"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(whole_db(&db).1, before);
+    assert_eq!(journal_tables(&db), 0);
+}
+
 /// Two tables share the primary key column a leaf links by and neither name is a prefix of the
 /// leaf's: the tool cannot tell which one is the parent, so it leaves the leaf alone and says
 /// why instead of guessing.
