@@ -155,6 +155,13 @@ fn from_matomo_config(path: &Path) -> anyhow::Result<(MySqlConnectOptions, Strin
         enabled_escape: false,
         ..ParseOption::default()
     };
+    if !path.is_file() {
+        return Err(usage(format!(
+            "the path given to --matomo-config does not name an existing file ({}); give the \
+             path of config/config.ini.php inside the Matomo installation",
+            crate::select::NOT_SHOWN
+        )));
+    }
     let ini = Ini::load_from_file_opt(path, opt).map_err(|e| {
         usage(format!(
             "cannot read Matomo's config {}: {e}; give the path of config/config.ini.php inside \
@@ -162,12 +169,17 @@ fn from_matomo_config(path: &Path) -> anyhow::Result<(MySqlConnectOptions, Strin
             path.display()
         ))
     })?;
-    let db = ini.section(Some("database")).ok_or_else(|| {
-        usage(format!(
-            "{} has no [database] section; is it Matomo's config/config.ini.php?",
-            path.display()
-        ))
-    })?;
+    // A section named again replaces the one before, whole, in PHP's parse_ini_file: an admin
+    // who appended a new [database] block below the old one has Matomo reading the new one.
+    let db = ini
+        .section_all(Some("database"))
+        .next_back()
+        .ok_or_else(|| {
+            usage(format!(
+                "{} has no [database] section; is it Matomo's config/config.ini.php?",
+                path.display()
+            ))
+        })?;
     // PHP keeps the last of several lines with the same key, so the map does too. Only the keys
     // read below are decoded: another key that PHP would refuse is Matomo's problem, not ours.
     let mut fields: HashMap<&str, String> = HashMap::new();

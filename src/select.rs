@@ -41,6 +41,9 @@ pub const VISIT_COLUMNS: &str = "idvisit, idsite, \
     CAST(MD5(CONCAT(IFNULL(HEX(user_id), '-'), ':', HEX(idvisitor))) AS CHAR)";
 /// The index of the first column a query selects after VISIT_COLUMNS.
 const AFTER_VISIT: usize = 5;
+/// Why a path that names no file is not repeated in its error.
+pub const NOT_SHOWN: &str =
+    "the path is not shown: it may be a user id typed after the wrong option";
 /// Visits sampled by `--lookup auto`: the newest and the oldest, and slices between them.
 const AUTO_SAMPLE: u32 = 2000;
 const AUTO_SLICES: u32 = 64;
@@ -134,18 +137,16 @@ impl Subjects {
         if let Some(path) = &args.user_ids_file {
             if path.as_os_str() != "-" && !path.is_file() {
                 return Err(usage(format!(
-                    "the user-ids file {} does not exist or is not a file; give an existing \
-                     file with one user id a line, or - for standard input",
-                    path.display()
+                    "the path given to --user-ids-file does not name an existing file ({NOT_SHOWN}); \
+                     give an existing file with one user id a line, or - for standard input"
                 )));
             }
         }
         if let Some(path) = &args.visit_ids_file {
             if !path.is_file() {
                 return Err(usage(format!(
-                    "the visit-ids file {} does not exist or is not a file; give an existing \
-                     file with one idvisit a line",
-                    path.display()
+                    "the path given to --visit-ids-file does not name an existing file \
+                     ({NOT_SHOWN}); give an existing file with one idvisit a line"
                 )));
             }
         }

@@ -49,11 +49,19 @@ fn each_bad_input_is_refused_and_changes_nothing() {
     };
 
     call(e(&["--user-id", ""]), 2, &["empty", "--user-id"]);
-    call(
-        e(&["--user-ids-file", "/nonexistent/ids.txt"]),
-        2,
-        &["/nonexistent/ids.txt", "does not exist"],
-    );
+    // A path that names no file may be a user id typed after the wrong option: never shown.
+    for option in ["--user-ids-file", "--visit-ids-file"] {
+        let err = call(
+            e(&[option, "alice.peer@example.org"]),
+            2,
+            &[
+                option,
+                "does not name an existing file",
+                "the path is not shown",
+            ],
+        );
+        assert!(!err.contains("alice.peer"), "{err}");
+    }
     call(
         e(&["--visitor-id", "not-hex-at-all!"]),
         2,
@@ -191,11 +199,15 @@ fn unreachable_server_and_wrong_password_are_connection_errors() {
     );
     assert!(!err.contains("S3cretPw"), "the password leaked: {err}");
     assert_fails(&["inspect"], 2, &["no database given", "--database-url"]);
-    assert_fails(
-        &["inspect", "--matomo-config", "/nonexistent/config.ini.php"],
+    let err = assert_fails(
+        &["inspect", "--matomo-config", "alice.peer@example.org"],
         2,
-        &["cannot read Matomo's config"],
+        &[
+            "--matomo-config does not name an existing file",
+            "the path is not shown",
+        ],
     );
+    assert!(!err.contains("alice.peer"), "{err}");
 }
 
 #[test]
@@ -808,4 +820,39 @@ fn a_log_visit_without_a_column_the_tool_reads_is_refused_naming_it() {
         }
         assert_eq!(db.erase_state("matomo_"), before);
     }
+}
+
+/// An admin moved Matomo to a new server and appended a new `[database]` block below the old
+/// one. PHP reads only the last block, whole (a key of the old block that the new one lacks is
+/// gone too), so Matomo uses the new database, and so must the tool.
+#[test]
+fn matomo_config_with_the_database_section_twice_is_read_as_php_reads_it() {
+    let db = ScratchDb::with_fixture("cfgtwice", THREE_SITES);
+    let dir = std::env::temp_dir().join(format!("me_cfg_twice_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.ini.php");
+    std::fs::write(
+        &cfg,
+        format!(
+            "; <?php exit; ?> DO NOT REMOVE THIS LINE\n[database]\nhost = \"127.0.0.1\"\n\
+             port = 1\nusername = \"root\"\npassword = \"\"\ndbname = \"{0}_old\"\n\
+             tables_prefix = \"matomo_\"\n\n[General]\nsalt = \"x\"\n\n[database]\n\
+             host = \"127.0.0.1\"\nusername = \"root\"\npassword = \"\"\ndbname = \"{0}\"\n\
+             tables_prefix = \"matomo_\"\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    let doc = run_json(
+        &[
+            "inspect",
+            "--matomo-config",
+            cfg.to_str().unwrap(),
+            "--json",
+        ],
+        0,
+    );
+    assert_eq!(doc["database"], db.name.as_str());
+    assert_eq!(doc["prefix"], "matomo_");
+    let _ = std::fs::remove_dir_all(&dir);
 }
