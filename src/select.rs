@@ -137,8 +137,9 @@ impl Subjects {
         if let Some(path) = &args.user_ids_file {
             if path.as_os_str() != "-" && !path.is_file() {
                 return Err(usage(format!(
-                    "the path given to --user-ids-file does not name an existing file ({NOT_SHOWN}); \
-                     give an existing file with one user id a line, or - for standard input"
+                    "the path given to --user-ids-file does not name an existing file \
+                     ({NOT_SHOWN}); give an existing file with one user id a line, or - for \
+                     standard input"
                 )));
             }
         }
