@@ -175,6 +175,9 @@ pub struct ChunkResult {
     pub visits: u64,
     /// Visits left alone because their user id or visitor id changed since they were selected.
     pub changed: Vec<u64>,
+    /// The chunk committed but the connection broke before its answer: the journal gave its
+    /// visits, rows and site-days, and its invalidation rows and dropped archives are not known.
+    pub details_lost: bool,
     pub visits_per_site: BTreeMap<u32, u64>,
     pub rows: BTreeMap<String, u64>,
     pub site_days: BTreeSet<SiteDay>,
@@ -191,6 +194,7 @@ pub struct ChunkResult {
 #[derive(Clone, Debug)]
 pub struct Selected {
     pub idvisit: u64,
+    pub idsite: u32,
     pub identity: String,
 }
 
@@ -198,6 +202,7 @@ impl From<&VisitRow> for Selected {
     fn from(v: &VisitRow) -> Selected {
         Selected {
             idvisit: v.idvisit,
+            idsite: v.idsite,
             identity: v.identity.clone(),
         }
     }
@@ -337,11 +342,17 @@ impl<'m> Eraser<'m> {
                         .await
                         .map_err(ChunkError::Other)?;
                         self.next_chunk += 1;
+                        let erased: BTreeSet<u64> = e.idvisits.iter().copied().collect();
+                        let mut visits_per_site = BTreeMap::new();
+                        for v in visits.iter().filter(|v| erased.contains(&v.idvisit)) {
+                            *visits_per_site.entry(v.idsite).or_default() += 1;
+                        }
                         return Ok(ChunkResult {
                             chunk,
                             visits: e.visits.into(),
                             changed: Vec::new(),
-                            visits_per_site: BTreeMap::new(),
+                            visits_per_site,
+                            details_lost: true,
                             rows: e.rows,
                             site_days: e.site_days.into_iter().collect(),
                             invalidations_inserted: 0,
@@ -471,6 +482,7 @@ impl<'m> Eraser<'m> {
             chunk,
             visits: present.len() as u64,
             changed,
+            details_lost: false,
             visits_per_site,
             rows: per_table,
             site_days,

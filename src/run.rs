@@ -295,6 +295,9 @@ struct EraseReport {
     /// Selected visits left alone because their user id or visitor id changed before their
     /// chunk locked them; a re-run selects them anew.
     visits_changed: u64,
+    /// Chunks that committed while the connection broke: their invalidation rows inserted and
+    /// archives dropped are not in the counts (the journal holds their visits, rows, site-days).
+    chunks_with_details_lost: u32,
     visits_per_site: BTreeMap<u32, u64>,
     rows: BTreeMap<String, u64>,
     rows_total: u64,
@@ -373,6 +376,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         subjects: SubjectSummary::default(),
         visits: 0,
         visits_changed: 0,
+        chunks_with_details_lost: 0,
         visits_per_site: BTreeMap::new(),
         rows: matomo
             .log_tables
@@ -593,6 +597,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
                 report.chunks += u32::from(r.visits > 0);
                 report.visits += r.visits;
                 report.visits_changed += r.changed.len() as u64;
+                report.chunks_with_details_lost += u32::from(r.details_lost);
                 for (site, n) in &r.visits_per_site {
                     *report.visits_per_site.entry(*site).or_default() += n;
                 }
@@ -883,6 +888,14 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
             t,
             "  {} more left alone: their user id or visitor id changed after selection",
             r.visits_changed
+        );
+    }
+    if r.chunks_with_details_lost > 0 {
+        let _ = writeln!(
+            t,
+            "  {} chunks committed as the connection broke: their invalidation rows and dropped \
+             archives are not counted below (verify checks the site-days)",
+            r.chunks_with_details_lost
         );
     }
     let _ = writeln!(t, "rows     {} in all", r.rows_total);

@@ -529,6 +529,15 @@ fn a_commit_whose_answer_was_lost_is_found_in_the_journal_not_redone() {
     );
     assert_eq!(doc["chunks"], 3);
     assert_eq!(doc["rows"]["log_link_visit_action"], 78);
+    // That chunk's sites come from the visits sent; what the journal cannot tell is said.
+    let per_site: u64 = doc["visits_per_site"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(per_site, 12, "{}", doc["visits_per_site"]);
+    assert_eq!(doc["chunks_with_details_lost"], 1);
     assert_eq!(
         db.count("SELECT COUNT(*) FROM matomo_matomo_erase_journal"),
         3
