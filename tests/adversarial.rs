@@ -296,6 +296,48 @@ fn gaps_in_idvisit_do_not_hide_unlinked_visits_from_the_default_lookup() {
     assert_eq!(visits, [3000]);
 }
 
+/// A visit at the largest idvisit there is (18446744073709551615): the scan's next range
+/// start stuck there and the scan never ended.
+#[test]
+fn a_scan_ends_at_the_largest_idvisit() {
+    let db = adv_schema("u64max", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    d.visit(
+        1,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    d.visit(
+        u64::MAX,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    let url = db.url();
+    let child = spawn(&[
+        "find",
+        "--database-url",
+        &url,
+        "--json",
+        "--user-id",
+        "fay",
+        "--lookup",
+        "scan",
+    ]);
+    let doc = json(&finish(child, std::time::Duration::from_secs(30)), 0);
+    let visits: Vec<u64> = doc["visits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["idvisit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(visits, [1, u64::MAX]);
+}
+
 /// Matomo's "anonymize previously tracked raw data" rewrites user_id to sha1(user_id . salt)
 /// but keeps idvisitor (reference 1.10): the visit is still personal data. The index lookup only
 /// accepts the pseudonym under the pseudonym's own idvisitor, so such visits are never found
