@@ -291,6 +291,9 @@ struct EraseReport {
     run_key: String,
     lookup: LookupDecision,
     subjects: SubjectSummary,
+    /// False when the run stopped before it read the subjects (a stop file already there, a
+    /// critical load): the subject counts are then not known yet.
+    subjects_read: bool,
     visits: u64,
     /// Selected visits left alone because their user id or visitor id changed before their
     /// chunk locked them; a re-run selects them anew.
@@ -374,6 +377,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         run_key: run_key.clone(),
         lookup: decision.clone(),
         subjects: SubjectSummary::default(),
+        subjects_read: false,
         visits: 0,
         visits_changed: 0,
         chunks_with_details_lost: 0,
@@ -438,6 +442,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         report.site_days = site_days.into_iter().collect();
         report.rows_total = report.rows.values().sum();
         report.subjects = summarize_subjects(&subjects, &finder);
+        report.subjects_read = true;
         report.near_matches = near_summary(&decision, &args.select, &finder);
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         connect::close(conn).await;
@@ -641,6 +646,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
     report.site_days = site_days.into_iter().collect();
     report.rows_total = report.rows.values().sum();
     report.subjects = summarize_subjects(&subjects, &finder);
+    report.subjects_read = true;
     report.near_matches = near_summary(&decision, &args.select, &finder);
     if stopped.is_none() && report.visits_changed > 0 {
         stopped = Some(format!(
@@ -729,9 +735,15 @@ fn stopped_part_way(
 ) -> anyhow::Result<()> {
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     print_erase(cli, report)?;
+    // A stop file stops the next run at once too: it has to go first.
+    let again = if why.starts_with("stop-file") {
+        "remove the stop file, then run the same command again to finish"
+    } else {
+        "run the same command again to finish"
+    };
     Err(Failure::Stopped(format!(
         "stopped part-way ({why}) after {} visits in {} chunks; every finished chunk is \
-         committed; run the same command again to finish",
+         committed; {again}",
         report.visits, report.chunks
     ))
     .into())
@@ -821,7 +833,9 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         "PLAN (nothing written; add --execute to erase)"
     };
     let _ = writeln!(t, "{title}");
-    if r.visits == 0 {
+    if r.visits == 0 && r.stopped.is_some() {
+        let _ = writeln!(t, "nothing erased: the run stopped before its first chunk");
+    } else if r.visits == 0 {
         let _ = writeln!(
             t,
             "nothing to do: no visit of these subjects was found{}",
@@ -846,14 +860,21 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
     } else {
         "without visits"
     };
-    let _ = writeln!(
-        t,
-        "subjects {} user ids ({} {without}), {} visitor ids, {} visit ids",
-        r.subjects.user_ids,
-        r.subjects.user_ids_without_visits,
-        r.subjects.visitor_ids,
-        r.subjects.visit_ids
-    );
+    if r.subjects_read {
+        let _ = writeln!(
+            t,
+            "subjects {} user ids ({} {without}), {} visitor ids, {} visit ids",
+            r.subjects.user_ids,
+            r.subjects.user_ids_without_visits,
+            r.subjects.visitor_ids,
+            r.subjects.visit_ids
+        );
+    } else {
+        let _ = writeln!(
+            t,
+            "subjects not read yet: the run stopped before it selected visits"
+        );
+    }
     let hashes = &r.subjects.user_ids_without_visits_hashes;
     if !hashes.is_empty() {
         let shown: Vec<&str> = hashes.iter().take(20).map(String::as_str).collect();
@@ -1013,7 +1034,12 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         let _ = writeln!(
             t,
             "{}",
-            if r.stopped.is_some() {
+            if r.stopped
+                .as_deref()
+                .is_some_and(|s| s.starts_with("stop-file"))
+            {
+                "next: remove the stop file, then run the same command again to finish"
+            } else if r.stopped.is_some() {
                 "next: run the same command again to finish"
             } else {
                 "next: run Matomo's `./console core:archive` to re-process the invalidated reports"

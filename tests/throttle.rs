@@ -232,11 +232,21 @@ fn stop_file_stops_before_the_first_chunk_and_a_rerun_finishes() {
     );
     assert_eq!(doc["visits"], 0);
     assert_eq!(doc["chunks"], 0);
+    assert_eq!(doc["subjects_read"], false);
     assert_eq!(s.remaining(&db), 190);
     assert!(
-        stderr(&out).contains("run the same command again to finish"),
+        stderr(&out).contains("remove the stop file, then run the same command again to finish"),
         "{}",
         stderr(&out)
+    );
+    // The text report does not call it "nothing to do", nor count subjects it never read.
+    let text_args: Vec<String> = args.iter().filter(|a| *a != "--json").cloned().collect();
+    let text = stdout(&run_args(&text_args));
+    assert!(
+        text.contains("nothing erased: the run stopped before its first chunk")
+            && text.contains("subjects not read yet")
+            && !text.contains("nothing to do"),
+        "{text}"
     );
 
     std::fs::remove_file(dir.path("stop")).unwrap();
