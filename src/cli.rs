@@ -209,7 +209,8 @@ pub struct ThrottleArgs {
     #[arg(long, default_value_t = 1_000_000, value_parser = whole_number::<u64>(0, u64::MAX))]
     pub max_history: u64,
 
-    /// Galera: pause while wsrep_flow_control_paused is above this fraction (0 to 1).
+    /// Galera: pause while flow control held the cluster for more than this share of the time
+    /// since the last check (from wsrep_flow_control_paused_ns), 0 to 1.
     #[arg(long, default_value_t = 0.1, value_parser = parse_fraction)]
     pub max_flow_control: f64,
 

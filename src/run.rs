@@ -267,6 +267,8 @@ struct SubjectSummary {
     user_ids: u64,
     visitor_ids: usize,
     visit_ids: u64,
+    /// Visit ids that named no visit (or none within --site, --since and --until).
+    visit_ids_without_visits: u64,
     user_ids_without_visits: u64,
     /// Receipt hashes of user ids that matched no visit (first 1000).
     user_ids_without_visits_hashes: Vec<String>,
@@ -341,6 +343,7 @@ fn summarize_subjects(subjects: &Subjects, finder: &Finder<'_>) -> SubjectSummar
         user_ids: finder.user_ids_seen,
         visitor_ids: subjects.visitor_ids.len(),
         visit_ids: subjects.visit_ids.len() as u64 + finder.visit_ids_seen,
+        visit_ids_without_visits: finder.visit_ids_unmatched,
         user_ids_without_visits: finder.unmatched_total,
         user_ids_without_visits_hashes: finder.unmatched.clone(),
     }
@@ -469,6 +472,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         stop_flag: &stop_flag,
         last_pause: String::new(),
         pauses: 0,
+        paused_at: Instant::now(),
     };
     if let Some(why) = gate.wait(&mut conn, &progress).await? {
         progress.finish();
@@ -757,6 +761,8 @@ struct Gate<'t> {
     last_pause: String,
     /// Stretches of waiting, however their reasons changed.
     pauses: u64,
+    /// When the pause under way began.
+    paused_at: Instant,
 }
 
 impl Gate<'_> {
@@ -777,6 +783,7 @@ impl Gate<'_> {
                 Verdict::Pause(why) => {
                     if self.last_pause.is_empty() {
                         self.pauses += 1;
+                        self.paused_at = Instant::now();
                     }
                     if why != self.last_pause {
                         tracing::warn!("pausing: {why}");
@@ -788,7 +795,12 @@ impl Gate<'_> {
             }
         }
         if !self.last_pause.is_empty() {
-            tracing::info!("resuming after pause ({})", self.last_pause);
+            // At the level of the pause, so that whoever saw the pause sees it end.
+            tracing::warn!(
+                "resuming after {:.1} s paused (last reason: {})",
+                self.paused_at.elapsed().as_secs_f64(),
+                self.last_pause
+            );
             self.last_pause.clear();
         }
         Ok(None)
@@ -863,11 +875,15 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
     if r.subjects_read {
         let _ = writeln!(
             t,
-            "subjects {} user ids ({} {without}), {} visitor ids, {} visit ids",
+            "subjects {} user ids ({} {without}), {} visitor ids, {} visit ids{}",
             r.subjects.user_ids,
             r.subjects.user_ids_without_visits,
             r.subjects.visitor_ids,
-            r.subjects.visit_ids
+            r.subjects.visit_ids,
+            match r.subjects.visit_ids_without_visits {
+                0 => String::new(),
+                n => format!(" ({n} naming no visit)"),
+            }
         );
     } else {
         let _ = writeln!(

@@ -481,6 +481,8 @@ pub struct Finder<'m> {
     pub near_matches_total: u64,
     pub user_ids_seen: u64,
     pub visit_ids_seen: u64,
+    /// Visit ids given that named no visit (or none within --site, --since and --until).
+    pub visit_ids_unmatched: u64,
     /// Receipt hashes of user ids that matched no visit (bounded list, full count).
     pub unmatched: Vec<String>,
     pub unmatched_total: u64,
@@ -545,6 +547,7 @@ impl<'m> Finder<'m> {
             near_matches_total: 0,
             user_ids_seen: 0,
             visit_ids_seen: 0,
+            visit_ids_unmatched: 0,
             unmatched: Vec::new(),
             unmatched_total: 0,
             scan_state: None,
@@ -623,7 +626,7 @@ impl<'m> Finder<'m> {
     }
 
     async fn visits_by_id(
-        &self,
+        &mut self,
         conn: &mut MySqlConnection,
         ids: &[u64],
     ) -> anyhow::Result<Vec<VisitRow>> {
@@ -636,7 +639,11 @@ impl<'m> Finder<'m> {
             self.time_clause
         );
         let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
-        Ok(rows.iter().map(visit_row).collect::<Result<_, _>>()?)
+        let visits: Vec<VisitRow> = rows.iter().map(visit_row).collect::<Result<_, _>>()?;
+        let found: BTreeSet<u64> = visits.iter().map(|v| v.idvisit).collect();
+        let given: BTreeSet<u64> = ids.iter().copied().collect();
+        self.visit_ids_unmatched += given.difference(&found).count() as u64;
+        Ok(visits)
     }
 
     /// Ids in the user-ids file with spaces at either end (kept: they are part of an id, but

@@ -896,3 +896,37 @@ fn an_id_with_4_byte_characters_finds_its_visits_stored_with_them_replaced() {
         "3,4"
     );
 }
+
+/// A visit id that names no visit is counted, as user ids without visits are, so a typo in a
+/// list of visit ids does not pass unseen.
+#[test]
+fn visit_ids_that_name_no_visit_are_counted() {
+    let db = ScratchDb::with_schema("novisitid", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    d.visit(
+        5,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    let url = db.url();
+    let a = [
+        "erase",
+        "--database-url",
+        &url,
+        "--visit-id",
+        "5",
+        "--visit-id",
+        "99999999",
+    ];
+    let mut json_args = a.to_vec();
+    json_args.push("--json");
+    let doc = run_json(&json_args, 0);
+    assert_eq!(doc["visits"], 1);
+    assert_eq!(doc["subjects"]["visit_ids"], 2);
+    assert_eq!(doc["subjects"]["visit_ids_without_visits"], 1);
+    let text = stdout(&run(&a));
+    assert!(text.contains("2 visit ids (1 naming no visit)"), "{text}");
+}
