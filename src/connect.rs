@@ -99,7 +99,8 @@ fn parse_url(url: &str) -> anyhow::Result<MySqlConnectOptions> {
         usage(format!(
             "cannot read the database URL ({}): {}; the form is \
              mysql://USER:PASSWORD@HOST:PORT/DATABASE, with ?socket=/path for a unix socket \
-             and ?ssl-mode=REQUIRED for TLS",
+             and ?ssl-mode=REQUIRED for TLS; characters such as @ : / ? # % in the user name or \
+             password are percent-encoded (# is %23, @ is %40)",
             redact_url(url),
             redact_text(&e.to_string(), url)
         ))

@@ -195,7 +195,7 @@ fn unreachable_server_and_wrong_password_are_connection_errors() {
             "mysql://root:S3cretPw@127.0.0.1:notaport/x",
         ],
         2,
-        &["cannot read the database URL"],
+        &["cannot read the database URL", "percent-encoded (# is %23"],
     );
     assert!(!err.contains("S3cretPw"), "the password leaked: {err}");
     assert_fails(&["inspect"], 2, &["no database given", "--database-url"]);
