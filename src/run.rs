@@ -395,7 +395,7 @@ async fn erase_cmd(cli: &Cli, args: &EraseArgs) -> anyhow::Result<()> {
         invalidations_inserted: 0,
         emptied_periods: Vec::new(),
         archives_dropped: 0,
-        archives_kept: None,
+        archives_kept: args.keep_archives.then(|| "--keep-archives".to_string()),
         near_matches: NearSummary::default(),
         untouched_tables: matomo.untouched.clone(),
         warnings: matomo.warnings.clone(),
@@ -943,6 +943,18 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
     for d in &r.site_days {
         let _ = writeln!(t, "  site {} {}", d.idsite, d.date);
     }
+    if !r.executed && r.visits > 0 {
+        let _ = writeln!(
+            t,
+            "archives: a day, week, month or year of a site that the erase leaves without any \
+             visit loses its archives in the chunk{}",
+            if r.archives_kept.is_some() {
+                " (not here: --keep-archives)"
+            } else {
+                " (--keep-archives keeps them)"
+            }
+        );
+    }
     if r.near_matches.checked {
         let _ = writeln!(
             t,
@@ -1088,8 +1100,9 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
 }
 
 /// What to do when a verification fails.
-const REPAIR_HINT: &str = "run the same erase command with --execute again: it erases what is \
-     left, removes rows that reached erased visits and queues again what vanished unprocessed";
+const REPAIR_HINT: &str = "run the erase command for these subjects with --execute (again, if \
+     it ran before): it erases what is left, removes rows that reached erased visits and queues \
+     again what vanished unprocessed";
 
 /// `find`: the visits of the subjects with their times and rows per log table.
 async fn find_cmd(cli: &Cli, args: &SelectArgs) -> anyhow::Result<()> {

@@ -929,4 +929,9 @@ fn visit_ids_that_name_no_visit_are_counted() {
     assert_eq!(doc["subjects"]["visit_ids_without_visits"], 1);
     let text = stdout(&run(&a));
     assert!(text.contains("2 visit ids (1 naming no visit)"), "{text}");
+    // The plan says that archives of periods left without visits go, and how to keep them.
+    assert!(
+        text.contains("loses its archives in the chunk (--keep-archives keeps them)"),
+        "{text}"
+    );
 }
