@@ -740,20 +740,24 @@ fn classify(info: &ColumnInfo) -> (Vec<LogTable>, Vec<Untouched>) {
             {
                 continue;
             }
-            // A link column is a foreign key: never the table's own single-column key (two
-            // plugins that both call their key `id` are not related), never a bare `id`.
+            // A link column is a foreign key, never a bare `id`. The table's own single-column
+            // key links only to a parent whose name the table's extends (`log_hsr_extra`, one
+            // row a recording, keyed by `idloghsr`): two plugins that merely name their keys
+            // alike are not related.
             let own_pk = info.single_pk.get(*name);
             let mut unresolved = Vec::new();
             let found = info.columns[*name]
                 .iter()
-                .filter(|col| col.as_str() != "id" && own_pk != Some(*col))
+                .filter(|col| col.as_str() != "id")
                 .find_map(|col| {
+                    let own = own_pk == Some(col);
                     let candidates: Vec<&String> = reach
                         .iter()
                         .filter(|(parent, r)| {
                             *parent != *name
                                 && **r != Reach::Visit
                                 && info.single_pk.get(*parent).is_some_and(|pk| pk == col)
+                                && (!own || extends(name, parent))
                         })
                         .map(|(parent, _)| parent)
                         .collect();
@@ -837,13 +841,17 @@ fn choose_parent<'a>(leaf: &str, candidates: &[&'a String]) -> Option<&'a String
         [only] => Some(only),
         _ => candidates
             .iter()
-            .filter(|p| {
-                leaf.strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.starts_with('_'))
-            })
+            .filter(|p| extends(leaf, p))
             .max_by_key(|p| p.len())
             .copied(),
     }
+}
+
+/// Whether a table's name is its parent's followed by `_` and more (`log_hsr_event`, `log_hsr`).
+fn extends(table: &str, parent: &str) -> bool {
+    table
+        .strip_prefix(parent)
+        .is_some_and(|rest| rest.starts_with('_'))
 }
 
 #[cfg(test)]
@@ -1013,5 +1021,29 @@ mod tests {
             gamma.reason
         );
         assert_eq!(untouched.len(), 1);
+    }
+
+    #[test]
+    fn a_table_keyed_by_its_parents_key_is_reached_only_when_its_name_extends_the_parents() {
+        let i = info(&[
+            ("log_visit", &["idvisit"], Some("idvisit")),
+            ("log_hsr", &["idloghsr", "idvisit"], Some("idloghsr")),
+            ("log_hsr_extra", &["idloghsr", "note"], Some("idloghsr")),
+            ("log_other", &["idloghsr", "note"], Some("idloghsr")),
+        ]);
+        let (tables, untouched) = classify(&i);
+        let extra = tables.iter().find(|t| t.name == "log_hsr_extra").unwrap();
+        assert_eq!(
+            extra.reach,
+            Reach::Through {
+                path: vec![Hop {
+                    column: "idloghsr".into(),
+                    parent: "log_hsr".into(),
+                    binary: false,
+                }]
+            }
+        );
+        let names: Vec<&str> = untouched.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["log_other"]);
     }
 }

@@ -431,7 +431,7 @@ fn a_rerun_repairs_what_verify_found_and_says_what_it_repaired() {
         "{text}"
     );
     assert!(
-        text.contains("run the same erase command with --execute again"),
+        text.contains("run the erase command for these subjects with --execute (again"),
         "{text}"
     );
 
