@@ -566,6 +566,9 @@ pub async fn archive_delete_refused(
     conn: &mut MySqlConnection,
     matomo: &Matomo,
 ) -> anyhow::Result<Option<String>> {
+    if let Some(why) = &matomo.archives_cannot_roll_back {
+        return Ok(Some(why.clone()));
+    }
     let newest: Option<String> = sqlx::query_scalar(
         "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
          WHERE table_schema = DATABASE() AND table_name LIKE ? ORDER BY table_name DESC LIMIT 1",

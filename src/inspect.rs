@@ -93,6 +93,9 @@ pub struct Matomo {
     /// refused then.
     #[serde(skip)]
     pub cannot_roll_back: Option<String>,
+    /// Why the archives of emptied periods are kept: archive tables that cannot roll back.
+    #[serde(skip)]
+    pub archives_cannot_roll_back: Option<String>,
     /// `log_visit.user_id` character set.
     pub user_id_charset: String,
     /// Matomo's "pseudonymise user ids" option is on now.
@@ -175,11 +178,23 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
         user_id_charset,
         non_transactional,
     } = read_log_tables(conn, &prefix, &installs).await?;
+    let (option_without_rollback, archives_without_rollback) =
+        other_tables_without_rollback(conn, &prefix).await?;
+    let mut non_transactional = non_transactional;
+    non_transactional.extend(option_without_rollback);
+    let archives_cannot_roll_back = archives_without_rollback.first().map(|first| {
+        format!(
+            "{} archive tables cannot roll back with a chunk (first: {first}), so the archives \
+             of periods left without visits are kept; convert them (ALTER TABLE ... \
+             ENGINE=InnoDB) to have them dropped",
+            archives_without_rollback.len()
+        )
+    });
     let hidden_tables = hidden_tables_warning(conn, &database).await;
     let mut warnings: Vec<String> = hidden_tables.iter().cloned().collect();
     let cannot_roll_back = (!non_transactional.is_empty()).then(|| {
         format!(
-            "log tables {} cannot roll back: a chunk that fails part-way would stay half done \
+            "tables {} cannot roll back: a chunk that fails part-way would stay half done \
              there, and erase --execute is refused; convert each first, e.g. ALTER TABLE {} \
              ENGINE=InnoDB",
             non_transactional.join(", "),
@@ -216,12 +231,24 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
         warnings,
         hidden_tables,
         cannot_roll_back,
+        archives_cannot_roll_back,
         user_id_charset,
         pseudonymisation_on: pseudonymisation_on.as_deref() == Some("1"),
     })
 }
 
 fn not_matomo(database: &str, prefix: &str, e: &sqlx::Error) -> anyhow::Error {
+    // A refused SELECT is a missing privilege, not a wrong database.
+    if matches!(
+        crate::sql::db_code(e).as_deref(),
+        Some("1142") | Some("1143") | Some("1044")
+    ) {
+        return crate::error::connection(format!(
+            "the user may not read the Matomo tables of database {database:?} ({e}); give \
+             GRANT SELECT, DELETE ON {}.* TO <user>",
+            ident(database)
+        ));
+    }
     usage(format!(
         "database {database:?} with prefix {prefix:?} does not look like Matomo ({e}); \
          check --prefix and the database name"
@@ -667,10 +694,7 @@ async fn read_log_tables(
         .filter_map(|t| {
             let full = format!("{prefix}{}", t.name);
             let engine = base_tables.get(&full)?;
-            let rolls_back = ["innodb", "rocksdb", "tokudb"]
-                .iter()
-                .any(|e| engine.eq_ignore_ascii_case(e));
-            (!rolls_back).then(|| format!("{} (ENGINE={engine})", ident(&full)))
+            (!rolls_back(engine)).then(|| format!("{} (ENGINE={engine})", ident(&full)))
         })
         .collect();
     Ok(LogTables {
@@ -679,6 +703,46 @@ async fn read_log_tables(
         user_id_charset,
         non_transactional,
     })
+}
+
+/// Whether a table of this engine rolls back with the chunk's transaction.
+fn rolls_back(engine: &str) -> bool {
+    ["innodb", "rocksdb", "tokudb"]
+        .iter()
+        .any(|e| engine.eq_ignore_ascii_case(e))
+}
+
+/// The `option` table and the archive tables whose engine cannot roll back, quoted with their
+/// engine: (option, archive tables). A chunk writes both.
+async fn other_tables_without_rollback(
+    conn: &mut MySqlConnection,
+    prefix: &str,
+) -> anyhow::Result<(Option<String>, Vec<String>)> {
+    let rows = sqlx::query(
+        "SELECT CAST(table_name AS CHAR), CAST(engine AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' \
+           AND (table_name = ? OR table_name LIKE ?) ORDER BY 1",
+    )
+    .bind(format!("{prefix}option"))
+    .bind(format!("{}archive\\_%", like_escape(prefix)))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut option = None;
+    let mut archives = Vec::new();
+    for r in rows {
+        let table: String = r.try_get(0)?;
+        let engine: String = r.try_get::<Option<String>, _>(1)?.unwrap_or_default();
+        if rolls_back(&engine) {
+            continue;
+        }
+        let shown = format!("{} (ENGINE={engine})", ident(&table));
+        if table == format!("{prefix}option") {
+            option = Some(shown);
+        } else {
+            archives.push(shown);
+        }
+    }
+    Ok((option, archives))
 }
 
 /// What `read_log_tables` found.

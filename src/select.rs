@@ -481,7 +481,7 @@ pub struct Finder<'m> {
     pub near_matches_total: u64,
     pub user_ids_seen: u64,
     pub visit_ids_seen: u64,
-    /// Visit ids given that named no visit (or none within --site, --since and --until).
+    /// Visit id lines that named no visit (or none within --site, --since and --until).
     pub visit_ids_unmatched: u64,
     /// Receipt hashes of user ids that matched no visit (bounded list, full count).
     pub unmatched: Vec<String>,
@@ -640,9 +640,10 @@ impl<'m> Finder<'m> {
         );
         let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
         let visits: Vec<VisitRow> = rows.iter().map(visit_row).collect::<Result<_, _>>()?;
+        // Counted as the visit ids are, a line each, so that the count does not depend on how
+        // the lines fall into batches.
         let found: BTreeSet<u64> = visits.iter().map(|v| v.idvisit).collect();
-        let given: BTreeSet<u64> = ids.iter().copied().collect();
-        self.visit_ids_unmatched += given.difference(&found).count() as u64;
+        self.visit_ids_unmatched += ids.iter().filter(|i| !found.contains(i)).count() as u64;
         Ok(visits)
     }
 

@@ -40,6 +40,12 @@ pub struct UserIdSubject {
 }
 
 /// Options of the install that change how a user id is stored.
+///
+/// Limitation: a `user_id` column in a single-byte character set (latin1) written by a
+/// non-strict connection stores a character it lacks as `?` (`Łukasz` as `?ukasz`); that
+/// form is not looked for, so such visits are listed neither as matches nor as near matches.
+/// Asking the server for each id's stored form (CONVERT to the column's character set) and
+/// confirming it by visitor id would find them.
 #[derive(Clone, Debug, Default)]
 pub struct StorageRules {
     /// `log_visit.user_id` is not utf8mb4: 4-byte characters were replaced by U+FFFD.

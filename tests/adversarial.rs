@@ -1386,6 +1386,78 @@ fn a_log_table_that_cannot_roll_back_is_named_and_erasing_refused() {
     assert_eq!(journal_tables(&db), 0);
 }
 
+/// A chunk also writes the `option` table (its invalidation rows) and drops archives of periods
+/// it leaves without visits. On MyISAM those writes stayed after the chunk rolled back: an
+/// `option` that cannot roll back refuses the erase, and archive tables that cannot keep their
+/// archives (with the reason in the receipt).
+#[test]
+fn option_and_archive_tables_that_cannot_roll_back_are_never_half_written() {
+    let db = adv_schema("myisamarch", "m_");
+    let d = Data::new(&db, "m_");
+    d.site(1, "UTC");
+    d.visit(
+        5,
+        1,
+        Some("fay"),
+        "2024-01-10 10:00:00",
+        "2024-01-10 10:00:00",
+    );
+    db.sql(
+        "ALTER TABLE m_archive_numeric_2024_01 ENGINE=MyISAM; \
+         INSERT INTO m_archive_numeric_2024_01 (idarchive, name, idsite, date1, date2, period, \
+         ts_archived, value) VALUES (1, 'done', 1, '2024-01-10', '2024-01-10', 1, NOW(), 1)",
+    );
+    let url = db.url();
+    let doc = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &url,
+            "--json",
+            "--user-id",
+            "fay",
+            "--execute",
+        ],
+        0,
+    );
+    assert_eq!(doc["visits"], 1);
+    assert_eq!(doc["archives_dropped"], 0);
+    let kept = doc["archives_kept"].as_str().unwrap();
+    assert!(
+        kept.contains("`m_archive_numeric_2024_01` (ENGINE=MyISAM)"),
+        "{kept}"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM m_archive_numeric_2024_01"),
+        1
+    );
+
+    d.visit(
+        6,
+        1,
+        Some("gus"),
+        "2024-01-11 10:00:00",
+        "2024-01-11 10:00:00",
+    );
+    db.sql("ALTER TABLE m_option ENGINE=MyISAM");
+    let (_, before) = whole_db(&db);
+    let o = run(&[
+        "erase",
+        "--database-url",
+        &url,
+        "--user-id",
+        "gus",
+        "--execute",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`m_option` (ENGINE=MyISAM)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(whole_db(&db).1, before);
+}
+
 /// Two tables share the primary key column a leaf links by and neither name is a prefix of the
 /// leaf's: the tool cannot tell which one is the parent, so it leaves the leaf alone and says
 /// why instead of guessing.

@@ -856,3 +856,40 @@ fn matomo_config_with_the_database_section_twice_is_read_as_php_reads_it() {
     assert_eq!(doc["prefix"], "matomo_");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// MariaDB takes database privileges from the most specific matching grant only: a wildcard
+/// grant with SELECT is shadowed by a grant on the database's own name without it. The SELECT
+/// then fails, and that is a missing privilege (exit 3), not "not a Matomo database".
+#[test]
+fn a_refused_select_is_a_missing_privilege_not_a_wrong_database() {
+    let db = ScratchDb::with_fixture("shadowgrant", THREE_SITES);
+    let user = format!("me_sg_{}", std::process::id());
+    let _drop = DropUser(user.clone());
+    let pattern = db.name.replace('_', "\\_") + "%";
+    mariadb(
+        None,
+        &format!(
+            "DROP USER IF EXISTS '{user}'@'127.0.0.1'; \
+             CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw{user}'; \
+             GRANT SELECT, DELETE ON `{pattern}`.* TO '{user}'@'127.0.0.1'; \
+             GRANT INSERT, CREATE ON `{}`.* TO '{user}'@'127.0.0.1'",
+            db.name
+        ),
+    );
+    let url = format!("mysql://{user}:pw{user}@127.0.0.1:3306/{}", db.name);
+    let err = assert_fails(
+        &[
+            "find",
+            "--database-url",
+            &url,
+            "--user-id",
+            "alice.peer@example.org",
+        ],
+        3,
+        &["may not read the Matomo tables", "GRANT SELECT, DELETE ON"],
+    );
+    assert!(
+        !err.contains("alice.peer") && !err.contains(&format!("pw{user}")),
+        "{err}"
+    );
+}
