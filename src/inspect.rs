@@ -555,12 +555,17 @@ async fn read_log_tables(
     prefix: &str,
     installs: &[String],
 ) -> anyhow::Result<LogTables> {
-    // A table is this install's when no other install's longer prefix claims it: with the
-    // prefixes "" and "log_b_", `log_b_log_visit` matches `log\_%` but is the other's.
+    // A table is this install's when no other install's longer prefix claims it as a log
+    // table: with the prefixes "" and "log_b_", `log_b_log_visit` matches `log\_%` but is the
+    // other's; with "" and "log_form_", `log_form_page` stays ours.
     let ours = |table: &str| -> Option<String> {
         let name = table.strip_prefix(prefix)?;
         let other = installs.iter().any(|q| {
-            q.len() > prefix.len() && q.starts_with(prefix) && table.starts_with(q.as_str())
+            q.len() > prefix.len()
+                && q.starts_with(prefix)
+                && table
+                    .strip_prefix(q.as_str())
+                    .is_some_and(|rest| rest.starts_with("log_"))
         });
         (!other).then(|| name.to_owned())
     };

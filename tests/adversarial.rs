@@ -1826,6 +1826,63 @@ fn an_install_whose_prefix_starts_with_log_is_not_part_of_the_unprefixed_one() {
     );
 }
 
+/// The other way round: next to an install whose prefix is `log_form_`, the unprefixed
+/// install's own `log_form_page` and `log_form_field` start with that prefix but are its log
+/// tables, and the subject's rows in them go.
+#[test]
+fn an_install_named_like_a_plugin_table_does_not_hide_that_plugins_tables() {
+    let db = adv_db("formprefix");
+    db.load_schema("");
+    db.load_schema("log_form_");
+    for p in ["", "log_form_"] {
+        let d = Data::new(&db, p);
+        d.site(1, "UTC");
+        d.visit(
+            1,
+            1,
+            Some("alice"),
+            "2024-01-10 10:00:00",
+            "2024-01-10 10:05:00",
+        );
+        db.sql(&format!(
+            "INSERT INTO `{p}log_form` (idlogform, idsiteform, idsite, idvisit, idvisitor, \
+             first_idformview, last_idformview, form_last_action_time) VALUES \
+             (1, 1, 1, 1, X'0000000000000000', 'a', 'b', '2024-01-10 10:00:00'); \
+             INSERT INTO `{p}log_form_page` (idlogformpage, idlogform, idaction_url) VALUES (1, 1, 1); \
+             INSERT INTO `{p}log_form_field` (idlogform, idlogformpage, idformview, field_name) \
+             VALUES (1, 1, 'a', 'email')"
+        ));
+    }
+    let other = [
+        "log_form_log_visit",
+        "log_form_log_form",
+        "log_form_log_form_page",
+    ];
+    let before = db.checksums(&other, &[]);
+    let doc = run_json(
+        &[
+            "erase",
+            "--database-url",
+            &db.url(),
+            "--prefix",
+            "",
+            "--json",
+            "--user-id",
+            "alice",
+            "--execute",
+        ],
+        0,
+    );
+    assert_eq!(doc["rows"]["log_form_page"], 1, "{}", doc["rows"]);
+    assert_eq!(doc["rows"]["log_form_field"], 1, "{}", doc["rows"]);
+    assert_eq!(db.count("SELECT COUNT(*) FROM log_form_field"), 0);
+    assert_eq!(
+        db.checksums(&other, &[]),
+        before,
+        "the other install changed"
+    );
+}
+
 /// No raw user id (typed or as stored) and no password in any output of any command, even at
 /// -vv, for ids with quotes, angle brackets, emoji, tabs and backslashes.
 #[test]
