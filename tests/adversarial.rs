@@ -126,6 +126,45 @@ fn found_visits(url: &str, extra: &[&str]) -> BTreeSet<u64> {
         .collect()
 }
 
+/// `find --json` of one user id: the lookup mode it chose and the idvisits it listed.
+fn lookup_and_visits(url: &str, user_id: &str, extra: &[&str]) -> (String, Vec<u64>) {
+    let mut a = vec![
+        "find",
+        "--database-url",
+        url,
+        "--json",
+        "--user-id",
+        user_id,
+    ];
+    a.extend_from_slice(extra);
+    let doc = run_json(&a, 0);
+    let visits = doc["visits"]
+        .as_array()
+        .expect("visits list")
+        .iter()
+        .map(|v| v["idvisit"].as_u64().unwrap())
+        .collect();
+    (
+        doc["lookup"]["mode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        visits,
+    )
+}
+
+/// Visits `u<seq>` for seq in from..=to at idvisit seq + offset, their visitor ids derived
+/// from the user id when `linked`, else from another value (as Matomo 3.13 and 3.14 did).
+fn visits_band(db: &ScratchDb, from: u64, to: u64, offset: u64, linked: bool) {
+    db.sql(&format!(
+        "INSERT INTO m_log_visit (idvisit, idsite, idvisitor, visit_last_action_time, \
+         config_id, location_ip, user_id, visit_first_action_time, visit_total_time) \
+         SELECT seq + {offset}, 1, UNHEX(LEFT(SHA1(CONCAT(IF({linked}, 'u', 'device'), seq)), \
+         16)), '2024-01-10 10:00:00', X'0102030405060708', X'7F000001', CONCAT('u', seq), \
+         '2024-01-10 09:50:00', 0 FROM mysql.seq_{from}_to_{to}"
+    ));
+}
+
 fn set(ids: &[u64]) -> BTreeSet<u64> {
     ids.iter().copied().collect()
 }
@@ -221,33 +260,12 @@ fn a_visit_whose_idvisitor_is_not_derived_from_its_user_id_is_still_found_and_er
 #[test]
 fn unlinked_visits_in_the_middle_of_the_history_make_the_default_lookup_scan() {
     let db = adv_schema("midband", "m_");
-    let d = Data::new(&db, "m_");
-    d.site(1, "UTC");
-    db.sql(
-        "INSERT INTO m_log_visit (idvisit, idsite, idvisitor, visit_last_action_time, config_id, \
-         location_ip, user_id, visit_first_action_time, visit_total_time) \
-         SELECT seq, 1, UNHEX(LEFT(SHA1(IF(seq BETWEEN 4000 AND 4600, CONCAT('device', seq), \
-         CONCAT('u', seq))), 16)), '2024-01-10 10:00:00', X'0102030405060708', X'7F000001', \
-         CONCAT('u', seq), '2024-01-10 09:50:00', 0 FROM mysql.seq_1_to_9000",
-    );
-    let doc = run_json(
-        &[
-            "find",
-            "--database-url",
-            &db.url(),
-            "--json",
-            "--user-id",
-            "u4300",
-        ],
-        0,
-    );
-    assert_eq!(doc["lookup"]["mode"], "scan", "{}", doc["lookup"]);
-    let visits: Vec<u64> = doc["visits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["idvisit"].as_u64().unwrap())
-        .collect();
+    Data::new(&db, "m_").site(1, "UTC");
+    visits_band(&db, 1, 3999, 0, true);
+    visits_band(&db, 4000, 4600, 0, false);
+    visits_band(&db, 4601, 9000, 0, true);
+    let (mode, visits) = lookup_and_visits(&db.url(), "u4300", &[]);
+    assert_eq!(mode, "scan");
     assert_eq!(visits, [4300]);
 }
 
@@ -259,40 +277,14 @@ fn unlinked_visits_in_the_middle_of_the_history_make_the_default_lookup_scan() {
 #[test]
 fn gaps_in_idvisit_do_not_hide_unlinked_visits_from_the_default_lookup() {
     let db = adv_schema("sparseids", "m_");
-    let d = Data::new(&db, "m_");
-    d.site(1, "UTC");
-    let insert = |from: u64, to: u64, offset: u64, linked: bool| {
-        db.sql(&format!(
-            "INSERT INTO m_log_visit (idvisit, idsite, idvisitor, visit_last_action_time, \
-             config_id, location_ip, user_id, visit_first_action_time, visit_total_time) \
-             SELECT seq + {offset}, 1, UNHEX(LEFT(SHA1(CONCAT(IF({linked}, 'u', 'device'), seq)), \
-             16)), '2024-01-10 10:00:00', X'0102030405060708', X'7F000001', CONCAT('u', seq), \
-             '2024-01-10 09:50:00', 0 FROM mysql.seq_{from}_to_{to}"
-        ));
-    };
-    insert(1, 2000, 0, true);
-    insert(2001, 4000, 0, false);
-    insert(4001, 6000, 0, true);
-    insert(6001, 8500, 1_000_000_000_000, true);
-    insert(8501, 8501, 1_000_000_000_000_000, true);
-    let doc = run_json(
-        &[
-            "find",
-            "--database-url",
-            &db.url(),
-            "--json",
-            "--user-id",
-            "u3000",
-        ],
-        0,
-    );
-    assert_eq!(doc["lookup"]["mode"], "scan", "{}", doc["lookup"]);
-    let visits: Vec<u64> = doc["visits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["idvisit"].as_u64().unwrap())
-        .collect();
+    Data::new(&db, "m_").site(1, "UTC");
+    visits_band(&db, 1, 2000, 0, true);
+    visits_band(&db, 2001, 4000, 0, false);
+    visits_band(&db, 4001, 6000, 0, true);
+    visits_band(&db, 6001, 8500, 1_000_000_000_000, true);
+    visits_band(&db, 8501, 8501, 1_000_000_000_000_000, true);
+    let (mode, visits) = lookup_and_visits(&db.url(), "u3000", &[]);
+    assert_eq!(mode, "scan");
     assert_eq!(visits, [3000]);
 }
 
