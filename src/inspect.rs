@@ -172,33 +172,28 @@ pub async fn inspect(conn: &mut MySqlConnection, prefix: Option<&str>) -> anyhow
     let sites = read_sites(conn, &p("site"))
         .await
         .map_err(|e| not_matomo(&database, &prefix, &e))?;
-    let LogTables {
-        tables: log_tables,
-        untouched,
-        user_id_charset,
-        non_transactional,
-    } = read_log_tables(conn, &prefix, &installs).await?;
-    let (option_without_rollback, archives_without_rollback) =
-        other_tables_without_rollback(conn, &prefix).await?;
-    let mut non_transactional = non_transactional;
-    non_transactional.extend(option_without_rollback);
-    let archives_cannot_roll_back = archives_without_rollback.first().map(|first| {
+    let (log_tables, untouched, user_id_charset) =
+        read_log_tables(conn, &prefix, &installs).await?;
+    let (no_rollback, archives_no_rollback) =
+        tables_without_rollback(conn, &prefix, &log_tables).await?;
+    let archives_cannot_roll_back = archives_no_rollback.first().map(|first| {
         format!(
             "{} archive tables cannot roll back with a chunk (first: {first}), so the archives \
              of periods left without visits are kept; convert them (ALTER TABLE ... \
              ENGINE=InnoDB) to have them dropped",
-            archives_without_rollback.len()
+            archives_no_rollback.len()
         )
     });
     let hidden_tables = hidden_tables_warning(conn, &database).await;
     let mut warnings: Vec<String> = hidden_tables.iter().cloned().collect();
-    let cannot_roll_back = (!non_transactional.is_empty()).then(|| {
+    let cannot_roll_back = no_rollback.first().map(|first| {
+        let all: Vec<String> = no_rollback.iter().map(ToString::to_string).collect();
         format!(
             "tables {} cannot roll back: a chunk that fails part-way would stay half done \
              there, and erase --execute is refused; convert each first, e.g. ALTER TABLE {} \
              ENGINE=InnoDB",
-            non_transactional.join(", "),
-            non_transactional[0].split(' ').next().unwrap_or_default()
+            all.join(", "),
+            ident(&first.table)
         )
     });
     warnings.extend(cannot_roll_back.clone());
@@ -554,7 +549,7 @@ async fn read_log_tables(
     conn: &mut MySqlConnection,
     prefix: &str,
     installs: &[String],
-) -> anyhow::Result<LogTables> {
+) -> anyhow::Result<(Vec<LogTable>, Vec<Untouched>, String)> {
     // A table is this install's when no other install's longer prefix claims it as a log
     // table: with the prefixes "" and "log_b_", `log_b_log_visit` matches `log\_%` but is the
     // other's; with "" and "log_form_", `log_form_page` stays ours.
@@ -580,18 +575,15 @@ async fn read_log_tables(
 
     // Reading information_schema.columns joined to .tables makes the server open every table
     // for its statistics (tens of milliseconds on big tables); two plain reads do not.
-    let mut base_tables: BTreeMap<String, String> = BTreeMap::new();
-    for r in sqlx::query(
-        "SELECT CAST(table_name AS CHAR), CAST(engine AS CHAR) FROM information_schema.tables \
+    let base_tables: BTreeSet<String> = sqlx::query_scalar::<_, String>(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
          WHERE table_schema = DATABASE() AND table_name LIKE ? AND table_type = 'BASE TABLE'",
     )
     .bind(&pattern)
     .fetch_all(&mut *conn)
     .await?
-    {
-        let engine: Option<String> = r.try_get(1)?;
-        base_tables.insert(r.try_get(0)?, engine.unwrap_or_default());
-    }
+    .into_iter()
+    .collect();
     let rows: Vec<_> = sqlx::query(
         "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR), \
                 CAST(character_set_name AS CHAR), CAST(data_type AS CHAR) \
@@ -603,7 +595,7 @@ async fn read_log_tables(
     .into_iter()
     .filter(|r| {
         r.try_get::<String, _>(0)
-            .is_ok_and(|t| base_tables.contains_key(&t))
+            .is_ok_and(|t| base_tables.contains(&t))
     })
     .collect();
     for r in rows {
@@ -692,71 +684,61 @@ async fn read_log_tables(
         )));
     }
     let (tables, untouched) = classify(&info);
-
-    // A chunk is one transaction only where every table it deletes from can roll back.
-    let non_transactional = tables
-        .iter()
-        .filter_map(|t| {
-            let full = format!("{prefix}{}", t.name);
-            let engine = base_tables.get(&full)?;
-            (!rolls_back(engine)).then(|| format!("{} (ENGINE={engine})", ident(&full)))
-        })
-        .collect();
-    Ok(LogTables {
-        tables,
-        untouched,
-        user_id_charset,
-        non_transactional,
-    })
+    Ok((tables, untouched, user_id_charset))
 }
 
-/// Whether a table of this engine rolls back with the chunk's transaction.
-fn rolls_back(engine: &str) -> bool {
-    ["innodb", "rocksdb", "tokudb"]
-        .iter()
-        .any(|e| engine.eq_ignore_ascii_case(e))
+/// A table a chunk writes whose engine cannot roll back with the chunk's transaction, shown
+/// quoted with its engine.
+struct NoRollback {
+    table: String,
+    engine: String,
 }
 
-/// The `option` table and the archive tables whose engine cannot roll back, quoted with their
-/// engine: (option, archive tables). A chunk writes both.
-async fn other_tables_without_rollback(
+impl std::fmt::Display for NoRollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (ENGINE={})", ident(&self.table), self.engine)
+    }
+}
+
+/// The tables a chunk writes whose engine cannot roll back: the log tables it deletes from and
+/// `option` (its invalidation rows), then, apart, the archive tables (emptied periods).
+async fn tables_without_rollback(
     conn: &mut MySqlConnection,
     prefix: &str,
-) -> anyhow::Result<(Option<String>, Vec<String>)> {
+    log_tables: &[LogTable],
+) -> anyhow::Result<(Vec<NoRollback>, Vec<NoRollback>)> {
     let rows = sqlx::query(
         "SELECT CAST(table_name AS CHAR), CAST(engine AS CHAR) FROM information_schema.tables \
          WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' \
-           AND (table_name = ? OR table_name LIKE ?) ORDER BY 1",
+           AND (table_name = ? OR table_name LIKE ? OR table_name LIKE ?) ORDER BY 1",
     )
     .bind(format!("{prefix}option"))
     .bind(format!("{}archive\\_%", like_escape(prefix)))
+    .bind(format!("{}log\\_%", like_escape(prefix)))
     .fetch_all(&mut *conn)
     .await?;
-    let mut option = None;
-    let mut archives = Vec::new();
+    let (mut chunk, mut archives) = (Vec::new(), Vec::new());
     for r in rows {
         let table: String = r.try_get(0)?;
         let engine: String = r.try_get::<Option<String>, _>(1)?.unwrap_or_default();
-        if rolls_back(&engine) {
+        if ["innodb", "rocksdb", "tokudb"]
+            .iter()
+            .any(|e| engine.eq_ignore_ascii_case(e))
+        {
             continue;
         }
-        let shown = format!("{} (ENGINE={engine})", ident(&table));
-        if table == format!("{prefix}option") {
-            option = Some(shown);
-        } else {
-            archives.push(shown);
+        let name = table.strip_prefix(prefix).unwrap_or(&table);
+        let t = NoRollback {
+            table: table.clone(),
+            engine,
+        };
+        if name == "option" || log_tables.iter().any(|l| l.name == name) {
+            chunk.push(t);
+        } else if name.starts_with("archive_") {
+            archives.push(t);
         }
     }
-    Ok((option, archives))
-}
-
-/// What `read_log_tables` found.
-struct LogTables {
-    tables: Vec<LogTable>,
-    untouched: Vec<Untouched>,
-    user_id_charset: String,
-    /// Log tables, quoted and prefixed, whose engine cannot roll back, with the engine.
-    non_transactional: Vec<String>,
+    Ok((chunk, archives))
 }
 
 /// The columns of `log_visit` that matomo-erase reads, with the Piwik version that added each
