@@ -739,18 +739,24 @@ fn stopped_part_way(
 ) -> anyhow::Result<()> {
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     print_erase(cli, report)?;
-    // A stop file stops the next run at once too: it has to go first.
-    let again = if why.starts_with("stop-file") {
+    Err(Failure::Stopped(format!(
+        "stopped part-way ({why}) after {} visits in {} chunks; every finished chunk is \
+         committed; {}",
+        report.visits,
+        report.chunks,
+        finish_hint(why)
+    ))
+    .into())
+}
+
+/// What to do after a stop: run again, and first remove a stop file, since it stops the next
+/// run at once too.
+fn finish_hint(why: &str) -> &'static str {
+    if why.starts_with("stop-file") {
         "remove the stop file, then run the same command again to finish"
     } else {
         "run the same command again to finish"
-    };
-    Err(Failure::Stopped(format!(
-        "stopped part-way ({why}) after {} visits in {} chunks; every finished chunk is \
-         committed; {again}",
-        report.visits, report.chunks
-    ))
-    .into())
+    }
 }
 
 /// Holds the run between chunks while the throttle says pause, and tells when it says stop.
@@ -1061,16 +1067,11 @@ fn print_erase(cli: &Cli, r: &EraseReport) -> anyhow::Result<()> {
         }
         let _ = writeln!(
             t,
-            "{}",
-            if r.stopped
-                .as_deref()
-                .is_some_and(|s| s.starts_with("stop-file"))
-            {
-                "next: remove the stop file, then run the same command again to finish"
-            } else if r.stopped.is_some() {
-                "next: run the same command again to finish"
-            } else {
-                "next: run Matomo's `./console core:archive` to re-process the invalidated reports"
+            "next: {}",
+            match &r.stopped {
+                Some(why) => finish_hint(why),
+                None =>
+                    "run Matomo's `./console core:archive` to re-process the invalidated reports",
             }
         );
         if r.swept_rows > 0 {
